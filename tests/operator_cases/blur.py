@@ -1,0 +1,3 @@
+"""Contract-battery cases for the blur operators."""
+
+CASES: dict = {}

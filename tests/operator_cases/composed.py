@@ -1,0 +1,3 @@
+"""Contract-battery cases for the composed operators."""
+
+CASES: dict = {}

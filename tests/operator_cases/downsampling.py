@@ -1,0 +1,3 @@
+"""Contract-battery cases for the downsampling operators."""
+
+CASES: dict = {}

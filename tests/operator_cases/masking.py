@@ -1,0 +1,3 @@
+"""Contract-battery cases for the masking operators."""
+
+CASES: dict = {}

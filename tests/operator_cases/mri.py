@@ -1,0 +1,3 @@
+"""Contract-battery cases for the mri operators."""
+
+CASES: dict = {}
