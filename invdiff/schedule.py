@@ -16,6 +16,7 @@ their ``step()`` is not used for posterior sampling (see research/MONAI.md).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,7 +47,7 @@ class VPSchedule:
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "cosine"):
             raise ValueError(f"VPSchedule: kind must be 'linear' or 'cosine', got {self.kind!r}")
-        if not isinstance(self.T, int) or self.T < 2:
+        if isinstance(self.T, bool) or not isinstance(self.T, numbers.Integral) or self.T < 2:
             raise ValueError(f"VPSchedule: T must be an integer >= 2, got {self.T!r}")
         if not 0 < self.beta_start < self.beta_end < 1:
             raise ValueError(
@@ -68,20 +69,28 @@ class VPSchedule:
 
     def alpha_bar(self, t: Tensor | float) -> Tensor:
         """``ab(t)`` for integer or fractional ``t`` in [0, T-1] (float64 where computed)."""
-        t = torch.as_tensor(t, dtype=torch.float64)
-        if bool(((t < 0) | (t > self.T - 1)).any()):
-            raise ValueError(f"t must lie in [0, {self.T - 1}], got values in [{float(t.min())}, {float(t.max())}]")
+        t = self._check_time(t)
         log_ab = self.alphas_cumprod.to(t.device).log()
         lo = t.floor().long().clamp(max=self.T - 2)
         frac = t - lo
         return torch.exp(log_ab[lo] * (1 - frac) + log_ab[lo + 1] * frac)
 
     def beta(self, t: Tensor | float) -> Tensor:
-        """The continuous-time rate ``beta(t) = -d log ab / dt`` (per unit of t)."""
-        t = torch.as_tensor(t, dtype=torch.float64)
+        """The continuous-time rate ``beta(t) = -d log ab / dt`` (per unit of t), piecewise constant.
+
+        ``t`` in (k-1, k] uses the interval below it, so ``beta(k) = -log(1 - betas[k])`` ≈ ``betas[k]``:
+        a reverse step from ``t`` down to ``t - h`` (h <= 1) sees the rate of the interval it crosses.
+        """
+        t = self._check_time(t)
         log_ab = self.alphas_cumprod.to(t.device).log()
-        lo = t.floor().long().clamp(0, self.T - 2)
-        return -(log_ab[lo + 1] - log_ab[lo])
+        hi = t.ceil().long().clamp(1, self.T - 1)
+        return -(log_ab[hi] - log_ab[hi - 1])
+
+    def _check_time(self, t: Tensor | float) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        if bool((~torch.isfinite(t) | (t < 0) | (t > self.T - 1)).any()):
+            raise ValueError(f"t must lie in [0, {self.T - 1}], got values in [{float(t.min())}, {float(t.max())}]")
+        return t
 
     def sigma(self, t: Tensor | float) -> Tensor:
         """VE noise level ``sqrt((1 - ab) / ab)`` = 1/sqrt(SNR)."""
@@ -100,8 +109,9 @@ class VPSchedule:
 
     def timesteps(self, steps: int) -> Tensor:
         """``steps`` integer times, descending from T-1 to 0, evenly spaced (float64)."""
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= self.T:
+            raise ValueError(f"steps must be an integer between 1 and T={self.T}, got {steps!r}")
+        steps = int(steps)
         return torch.linspace(self.T - 1, 0, steps, dtype=torch.float64).round()
 
     # ---- conversions ----------------------------------------------------------------------

@@ -14,9 +14,16 @@ from .base import (
     require_linear,
     require_svd,
 )
+from .blur import Blur, box_kernel, gaussian_kernel, motion_kernel
+from .cropping import CenterCrop
 from .noise import GaussianNoise, PoissonNoise, RicianNoise
 
 __all__ = [
+    "Blur",
+    "CenterCrop",
+    "box_kernel",
+    "gaussian_kernel",
+    "motion_kernel",
     "ComposedLinearOperator",
     "ComposedOperator",
     "DecomposableOperator",
