@@ -10,9 +10,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+
 from invdiff.operators import blur as blur_module
 from invdiff.operators.blur import Blur, box_kernel, gaussian_kernel, motion_kernel
-from scipy import ndimage
 
 
 def _rand(shape: tuple[int, ...], seed: int) -> torch.Tensor:

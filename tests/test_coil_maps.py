@@ -8,10 +8,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from invdiff.operators.coil_maps import birdcage_maps, espirit_maps
-from invdiff.operators.fft import fft2c, fftnc
 from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
+
+from invdiff.operators.coil_maps import birdcage_maps, espirit_maps
+from invdiff.operators.fft import fft2c, fftnc
 
 
 @pytest.mark.parametrize("shape,coils", [((32, 32), 8), ((24, 40), 4), ((17, 13), 6)])

@@ -15,11 +15,12 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from invdiff.pipelines.dicom_writer import quantise_int16, save_dicom_series
-from invdiff.pipelines.io import Scan, load_scan
 from nibabel.testing import data_path as _nib_data
 from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
+
+from invdiff.pipelines.dicom_writer import quantise_int16, save_dicom_series
+from invdiff.pipelines.io import Scan, load_scan
 
 PYDICOM_DATA = Path(pydicom.__file__).parent / "data" / "test_files"
 SERIES = PYDICOM_DATA / "dicomdirtests"

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from invdiff.operators.downsampling import BicubicDownsampling, BoxDownsampling, bicubic_matrix, box_matrix, keys_cubic
 from invdiff.operators.separable import KroneckerOperator, SeparableOperator
 

@@ -12,6 +12,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+
 from invdiff.operators.hyperspectral import (
     BandCompletion,
     HyperspectralDenoising,
@@ -24,7 +26,6 @@ from invdiff.operators.hyperspectral import (
     gaussian_srf,
 )
 from invdiff.operators.masking import random_pixel_mask
-from scipy import ndimage
 
 
 def gen(seed: int) -> torch.Generator:

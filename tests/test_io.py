@@ -16,11 +16,12 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from invdiff.pipelines import atomic
-from invdiff.pipelines.io import LPS_TO_RAS, load_scan, save_nifti, save_npy, save_scan
 from nibabel.testing import data_path as _nib_data
 from PIL import Image
 from pydicom.pixels import apply_modality_lut
+
+from invdiff.pipelines import atomic
+from invdiff.pipelines.io import LPS_TO_RAS, load_scan, save_nifti, save_npy, save_scan
 
 PYDICOM_DATA = Path(pydicom.__file__).parent / "data" / "test_files"
 NIB_DATA = Path(_nib_data)

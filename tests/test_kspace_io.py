@@ -13,6 +13,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
+
 from invdiff.pipelines.kspace_io import (
     load_kspace,
     load_kspace_h5,

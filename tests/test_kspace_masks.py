@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from monai.apps.reconstruction.transforms.array import EquispacedKspaceMask, RandomKspaceMask
+
 from invdiff.operators.kspace_masks import (
     _random_columns,
     equispaced_column_mask,
@@ -15,7 +17,6 @@ from invdiff.operators.kspace_masks import (
     poisson_disc_mask,
     random_column_mask,
 )
-from monai.apps.reconstruction.transforms.array import EquispacedKspaceMask, RandomKspaceMask
 
 
 def g(seed: int) -> torch.Generator:

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+
 from invdiff.operators.masking import (
     Inpainting,
     MaskOperator,
@@ -16,7 +18,6 @@ from invdiff.operators.masking import (
     random_pixel_mask,
     validate_mask,
 )
-from scipy import ndimage
 
 
 def gen(seed: int) -> torch.Generator:

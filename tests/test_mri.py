@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from invdiff.operators import DecomposableOperator, GaussianNoise, LinearOperator
 from invdiff.operators.coil_maps import birdcage_maps
 from invdiff.operators.fft import fft2c, fftnc, ifft2c, ifftnc

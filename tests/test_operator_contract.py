@@ -10,8 +10,9 @@ import io
 
 import pytest
 import torch
-from invdiff.operators import DecomposableOperator, LinearOperator, Operator, compose
 from operator_cases import CASES
+
+from invdiff.operators import DecomposableOperator, LinearOperator, Operator, compose
 
 LINEAR = sorted(n for n, f in CASES.items() if f(0).is_linear)
 SVD = sorted(n for n, f in CASES.items() if isinstance(f(0), DecomposableOperator))

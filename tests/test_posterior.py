@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from invdiff.operators import GaussianNoise, LinearOperator, Operator, PoissonNoise
 from torch import Tensor
 
+from invdiff.operators import GaussianNoise, LinearOperator, Operator, PoissonNoise
 from invdiff.posterior import MAX_POSTERIOR_DIM, gaussian_posterior, operator_matrix, posterior_marginal_std
 from invdiff.priors.gaussian import GaussianPrior
 from invdiff.schedule import VPSchedule

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
 from invdiff.operators import Operator
 from invdiff.operators.blur import Blur, box_kernel, gaussian_kernel, motion_kernel
 

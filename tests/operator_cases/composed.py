@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from invdiff.operators import Blur, BoxDownsampling, CenterCrop, Inpainting, gaussian_kernel, random_pixel_mask
 from invdiff.operators.embedding import RealAsComplexChannels
 from invdiff.operators.kspace_masks import random_column_mask

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
 from invdiff.operators.base import Operator
 from invdiff.operators.downsampling import BicubicDownsampling, BoxDownsampling
 from invdiff.operators.separable import KroneckerOperator, SeparableOperator

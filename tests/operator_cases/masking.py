@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
 from invdiff.operators.masking import (
     Inpainting,
     MaskOperator,

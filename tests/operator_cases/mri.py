@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
 from invdiff.operators.base import Operator
 from invdiff.operators.coil_maps import birdcage_maps
 from invdiff.operators.kspace_masks import equispaced_column_mask, poisson_disc_mask, random_column_mask

@@ -1,0 +1,247 @@
+"""Reconstruct scans slice by slice: simulate or read measurements, run a sampler, map back to intensities.
+
+Units. A scan's intensities are mapped to *data units* by ``u = (v - low) / (high - low)`` with
+``low = min(0, min v)`` and ``high`` the 99.5th percentile, the preprocessing the shipped prior was
+trained with; the prior's own ``Normalisation`` then maps data units to its space (``[-1, 1]``).
+Measurements are simulated in data units, and ``noise_sigma`` is in data units too (per real
+component for k-space). For a linear operator and the affine prior normalisation
+``x_p = s u + o``, the measurement in prior space is ``y_p = s y + o A(1)`` with noise ``s sigma``;
+samplers run entirely in prior space.
+
+Slices are reconstructed in batches of ``batch_size`` (bounded memory). Every random stream
+(operator parameters, measurement noise, each batch's sampler) has its own seed derived from
+``seed`` with ``numpy.random.SeedSequence``, so the same seed gives the same output.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from invdiff.operators import CenterCrop, GaussianNoise, LinearOperator, Operator
+from invdiff.samplers import Reconstruction
+
+from .options import check_options, keyword_options, lookup
+from .registry import OPERATORS, SAMPLERS
+
+__all__ = [
+    "IntensityWindow",
+    "SliceResult",
+    "derived_seed",
+    "prepare_problem",
+    "reconstruct_slices",
+    "resolve_device",
+]
+
+# Options the pipeline itself passes to samplers; users cannot set them through --option.
+_RESERVED_SAMPLER_OPTIONS = ("noise", "generator", "callback", "progress")
+
+
+def derived_seed(seed: int, *stream: int) -> int:
+    """An independent 63-bit seed for one random stream (``stream`` = its numeric id path)."""
+    return int(np.random.SeedSequence([int(seed), *map(int, stream)]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def generator_for(seed: int, *stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derived_seed(seed, *stream))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return resolved
+
+
+@dataclass(frozen=True)
+class IntensityWindow:
+    """``u = (v - low) / (high - low)``: scan intensities <-> data units."""
+
+
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> IntensityWindow:
+        """``high`` = the 99.5th percentile of the foreground (values above 5% of the range), as the
+        shipped prior's training data were scaled (``invdiff.training.brain_data``); nothing is clipped."""
+        values = np.asarray(values, dtype=np.float64)
+        low = min(0.0, float(values.min()))
+        foreground = values[values > low + 0.05 * (float(values.max()) - low)]
+        high = float(np.percentile(foreground, 99.5)) if foreground.size else float(values.max())
+        if not high > low:
+            high = float(values.max())
+        if not high > low:
+            raise ValueError(f"the image is constant ({low}); nothing to reconstruct")
+        return cls(low, high)
+
+    def to_data(self, v: np.ndarray) -> np.ndarray:
+        return (v - self.low) / (self.high - self.low)
+
+    def to_scan(self, u: np.ndarray) -> np.ndarray:
+        return u * (self.high - self.low) + self.low
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
+
+def build_operator(name: str, options: Mapping[str, Any], shape: tuple[int, ...], *, seed: int) -> Operator:
+    builder = lookup(OPERATORS, name, "operator")
+    check_options(builder, options, owner=f"operator {name!r}", reserved=("generator",))
+    return builder(shape, generator=generator_for(seed, 0), **options)
+
+
+def canvas_operator(op: Operator, divisor: int) -> Operator:
+    """``op`` on a canvas padded up to multiples of ``divisor`` (what the network needs), cropped back."""
+    spatial = op.x_shape[1:]
+    canvas = tuple(math.ceil(s / divisor) * divisor for s in spatial)
+    if canvas == tuple(spatial):
+        return op
+    return op @ CenterCrop((op.x_shape[0], *canvas), spatial)
+
+
+def crop_to(x: Tensor, spatial: tuple[int, ...]) -> Tensor:
+    if tuple(x.shape[-len(spatial) :]) == spatial:
+        return x
+    return CenterCrop(tuple(x.shape[1:]), spatial)(x)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A measurement problem in prior space, ready for a sampler."""
+
+    prior: Any
+    op: Operator
+    noise: GaussianNoise
+    spatial: tuple[int, ...]  # the true image grid (the operator may act on a padded canvas)
+
+
+def prepare_problem(prior: Any, op: Operator, noise_sigma: float) -> Problem:
+    """Put ``op`` on the prior's canvas and express the noise in prior space."""
+    if not isinstance(op, LinearOperator):
+        raise TypeError(f"the pipeline maps intensities affinely, which needs a linear operator; got {type(op).__name__}")
+    spatial = tuple(op.x_shape[1:])
+    divisor = getattr(prior, "spatial_divisor", 1)
+    canvas_op = canvas_operator(op, divisor)
+    shaped = prior.with_shape(canvas_op.x_shape) if hasattr(prior, "with_shape") else prior
+    scale = float(prior.normalisation.scale) if hasattr(prior, "normalisation") else 1.0
+    sigma = float(noise_sigma) * abs(scale)
+    if not sigma > 0:
+        raise ValueError(f"noise_sigma must be > 0 (the likelihood needs it), got {noise_sigma}")
+    return Problem(shaped, canvas_op, GaussianNoise(sigma), spatial)
+
+
+def measurement_to_prior(problem: Problem, y: Tensor) -> Tensor:
+    """``y_p = s y + o A(1)`` for measurements ``y`` of data-unit images (see the module docstring)."""
+    norm = getattr(problem.prior, "normalisation", None)
+    if norm is None:
+        return y
+    ones = torch.ones((1, *problem.op.x_shape), dtype=y.real.dtype if y.is_complex() else y.dtype, device=y.device)
+    return norm.scale * y + norm.offset * problem.op(ones)
+
+
+def image_to_prior(problem: Problem, u: Tensor) -> Tensor:
+    norm = getattr(problem.prior, "normalisation", None)
+    return u if norm is None else norm.forward(u)
+
+
+def image_from_prior(problem: Problem, x: Tensor) -> Tensor:
+    norm = getattr(problem.prior, "normalisation", None)
+    return x if norm is None else norm.inverse(x)
+
+
+def std_from_prior(problem: Problem, std: Tensor) -> Tensor:
+    norm = getattr(problem.prior, "normalisation", None)
+    return std if norm is None else std / abs(norm.scale)
+
+
+@dataclass
+class SliceResult:
+    """Per-slice outputs in data units, ``(S, C, *spatial)`` NumPy arrays."""
+
+    estimate: np.ndarray
+    std: np.ndarray | None
+    pinv: np.ndarray
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+def reconstruct_slices(
+    problem: Problem,
+    y: Tensor,
+    *,
+    sampler: str,
+    sampler_options: Mapping[str, Any],
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    progress: Callable[[int, int], None] | None = None,
+) -> SliceResult:
+    """Run the sampler over slices ``y`` (``(S, *y_shape)`` in data units) in batches of ``batch_size``.
+
+    Batch ``i`` draws from its own generator (seed stream ``(2, i)``), so results depend on the seed and
+    the batch size, not on the device count or scheduling.
+    """
+    sampler_fn = lookup(SAMPLERS, sampler, "sampler")
+    check_options(sampler_fn, sampler_options, owner=f"sampler {sampler!r}", reserved=_RESERVED_SAMPLER_OPTIONS)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    op = problem.op.to(device)
+    takes_init = "init" in keyword_options(sampler_fn) and "init" not in sampler_options
+    estimates, stds, pinvs, nfe, wall = [], [], [], 0.0, 0.0
+    total = y.shape[0]
+    for index, start in enumerate(range(0, total, batch_size)):
+        y_data = y[start : start + batch_size].to(device)
+        # The pseudo-inverse in data units (zero-filled intensities), not in prior space: the prior's
+        # offset would otherwise leak into unobserved pixels.
+        pinv = op.pinv(y_data)
+        options = dict(sampler_options, init=image_to_prior(problem, pinv)) if takes_init else sampler_options
+        result: Reconstruction = sampler_fn(
+            problem.prior,
+            op,
+            measurement_to_prior(problem, y_data),
+            noise=problem.noise,
+            generator=generator_for(seed, 2, index, device=device),
+            **options,
+        )
+        estimates.append(crop_to(image_from_prior(problem, result.x), problem.spatial).cpu())
+        if result.std is not None:
+            stds.append(crop_to(std_from_prior(problem, result.std), problem.spatial).cpu())
+        pinvs.append(crop_to(pinv, problem.spatial).cpu())
+        nfe += float(result.diagnostics.get("nfe", 0))
+        wall += float(result.diagnostics.get("wall_s", 0.0))
+        if progress is not None:
+            progress(min(start + batch_size, total), total)
+    return SliceResult(
+        estimate=torch.cat(estimates).double().numpy(),
+        std=torch.cat(stds).double().numpy() if stds else None,
+        pinv=torch.cat(pinvs).double().numpy(),
+        diagnostics={"nfe_per_batch": nfe / max(1, len(estimates)), "sampler_wall_s": wall, "batches": len(estimates)},
+    )
+
+
+def simulate_slices(op: Operator, images: Tensor, noise_sigma: float, *, seed: int) -> Tensor:
+    """``y_s = A u_s + noise`` per slice, each slice's noise from its own stream ``(1, s)``."""
+    if not noise_sigma >= 0:
+        raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
+    noise = GaussianNoise(float(noise_sigma))
+    clean = op(images)
+    return torch.cat([noise.sample(clean[s : s + 1], generator=generator_for(seed, 1, s)) for s in range(clean.shape[0])])
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
