@@ -87,8 +87,6 @@ def reconstruct_scan(
     the scan, and writes the reconstruction in the output's format (``.nii``/``.nii.gz``, ``.npy``,
     or a folder for a derived DICOM series) plus ``*_std``, ``*_report.png`` and ``*_provenance.json``.
     """
-    from invdiff.priors import load_prior
-
     from .io import load_scan, save_scan
 
     start = time.perf_counter()
@@ -101,21 +99,13 @@ def reconstruct_scan(
         check_writable(path, overwrite=overwrite, folder=key in ("reconstruction", "std") and is_folder_output(output))
         refuse_inputs(path, scan.source_files)
 
-    window = IntensityWindow.of(scan.array)
-    images = torch.from_numpy(window.to_data(scan.array.astype(np.float64))).float()[:, None]  # (S, 1, H, W)
-    network_prior = load_prior(prior, device=torch_device)
-    op = build_operator(operator, operator_options, tuple(images.shape[1:]), seed=seed)
-    problem = prepare_problem(network_prior, op, noise_sigma)
-    y = simulate_slices(op, images, noise_sigma, seed=seed)
-    result = reconstruct_slices(
-        problem, y, sampler=sampler, sampler_options=sampler_options, seed=seed, batch_size=batch_size,
-        device=torch_device, progress=progress,
+    volume = reconstruct_volume(
+        scan.array, operator=operator, operator_options=operator_options, sampler=sampler,
+        sampler_options=sampler_options, prior=prior, noise_sigma=noise_sigma, seed=seed, device=torch_device,
+        batch_size=batch_size, progress=progress,
     )
-    recon = window.to_scan(result.estimate[:, 0]).astype(np.float32)
-    zero_filled = window.to_scan(result.pinv[:, 0])
-    std = None if result.std is None else (result.std[:, 0] * window.width).astype(np.float32)
+    recon, std, zero_filled, scores = volume.reconstruction, volume.std, volume.pseudo_inverse, volume.metrics
     truth = scan.array.astype(np.float64)
-    scores = {"reconstruction": evaluate_arrays(truth, recon), "pseudo_inverse": evaluate_arrays(truth, zero_filled)}
 
     written: dict[str, list[Path]] = {}
     written["reconstruction"] = save_scan(recon, scan, paths["reconstruction"], overwrite=overwrite,
@@ -130,11 +120,11 @@ def reconstruct_scan(
         "command": "reconstruct",
         "mode": "retrospective",
         "input": {"path": str(input_path), "kind": scan.kind, "sha256": scan.source_hash, "shape": list(scan.array.shape)},
-        "operator": {"name": operator, "options": operator_options, "type": type(op).__name__},
+        "operator": {"name": operator, "options": operator_options, "type": volume.operator_type},
         "noise": {"model": "gaussian", "sigma_data_units": noise_sigma},
-        "sampler": {"name": sampler, "options": sampler_options, "diagnostics": result.diagnostics},
-        "prior": {"name": prior, "provenance": getattr(network_prior, "provenance", {})},
-        "intensity_window": {"low": window.low, "high": window.high},
+        "sampler": {"name": sampler, "options": sampler_options, "diagnostics": volume.diagnostics},
+        "prior": {"name": prior, "provenance": volume.prior_provenance},
+        "intensity_window": {"low": volume.window.low, "high": volume.window.high},
         "seed": seed,
         "batch_size": batch_size,
         "metrics": scores,
@@ -143,6 +133,62 @@ def reconstruct_scan(
     }
     written["provenance"] = [write_provenance(paths["provenance"], record, device=torch_device, overwrite=overwrite)]
     return JobResult(written, scores, time.perf_counter() - start)
+
+
+@dataclass
+class VolumeResult:
+    """A reconstructed volume ``(S, H, W)`` in the input's intensity units, with what produced it."""
+
+    reconstruction: np.ndarray
+    std: np.ndarray | None
+    pseudo_inverse: np.ndarray
+    metrics: dict[str, dict[str, float]]
+    window: IntensityWindow
+    diagnostics: dict[str, Any]
+    operator_type: str
+    prior_provenance: dict[str, Any]
+
+
+def reconstruct_volume(
+    array: np.ndarray,
+    *,
+    operator: str = "mri",
+    operator_options: Mapping[str, Any] | None = None,
+    sampler: str = "red-diff",
+    sampler_options: Mapping[str, Any] | None = None,
+    prior: Any = "brain-mri",
+    noise_sigma: float = 0.01,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> VolumeResult:
+    """Simulate measurements of every slice of ``array`` (``(S, H, W)``, scan units), reconstruct them
+    and evaluate against ``array``. The array-level core of ``reconstruct_scan`` and the MONAI transforms.
+    ``prior`` is a shipped name, a checkpoint path, or a loaded prior."""
+    from invdiff.priors import load_prior
+
+    array = np.asarray(array)
+    if array.ndim != 3 or min(array.shape) < 1:
+        raise ValueError(f"array must be a stack of 2D slices (S, H, W), got shape {array.shape}")
+    torch_device = torch.device(device)
+    window = IntensityWindow.of(array)
+    images = torch.from_numpy(window.to_data(array.astype(np.float64))).float()[:, None]  # (S, 1, H, W)
+    network_prior = load_prior(prior, device=torch_device) if isinstance(prior, (str, Path)) else prior
+    op = build_operator(operator, dict(operator_options or {}), tuple(images.shape[1:]), seed=seed)
+    problem = prepare_problem(network_prior, op, noise_sigma)
+    y = simulate_slices(op, images, noise_sigma, seed=seed)
+    result = reconstruct_slices(
+        problem, y, sampler=sampler, sampler_options=dict(sampler_options or {}), seed=seed, batch_size=batch_size,
+        device=torch_device, progress=progress,
+    )
+    recon = window.to_scan(result.estimate[:, 0]).astype(np.float32)
+    pinv = window.to_scan(result.pinv[:, 0]).astype(np.float32)
+    std = None if result.std is None else (result.std[:, 0] * window.width).astype(np.float32)
+    truth = array.astype(np.float64)
+    scores = {"reconstruction": evaluate_arrays(truth, recon), "pseudo_inverse": evaluate_arrays(truth, pinv)}
+    return VolumeResult(recon, std, pinv, scores, window, result.diagnostics, type(op).__name__,
+                        dict(getattr(network_prior, "provenance", {})))
 
 
 def _planned_outputs(output: Path, *, with_std: bool) -> dict[str, Path]:
