@@ -23,8 +23,14 @@ def _fail(err: BaseException) -> None:
 
 
 def _progress(label: str):
+    """Slice progress on stderr: a live counter on a terminal, one line at the end otherwise."""
+    live = click.get_text_stream("stderr").isatty()
+
     def report(done: int, total: int) -> None:
-        click.echo(f"\r{label}: {done}/{total} slices", nl=done == total, err=True)
+        if live:
+            click.echo(f"\r{label}: {done}/{total} slices", nl=done == total, err=True)
+        elif done == total:
+            click.echo(f"{label}: {total} slices done", err=True)
 
     return report
 
@@ -65,30 +71,46 @@ def main() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Slices per batch.")
 @click.option("--volume-index", type=click.IntRange(min=0), default=None, help="Volume of a 4D NIfTI.")
+@click.option("--kspace", is_flag=True, help="Prospective mode: INPUT is measured k-space (.h5, or .npy/.nii with --mask).")
+@click.option("--mask", "mask_path", type=click.Path(path_type=Path), default=None, help="Sampling mask (.npy) for k-space INPUT.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 def reconstruct(input_path: Path, output: Path, operator: str, params: tuple[str, ...], sampler: str,
                 options: tuple[str, ...], steps: int | None, particles: int | None, prior: str, noise_sigma: float,
-                seed: int, device: str, batch_size: int, volume_index: int | None, overwrite: bool) -> None:
-    """Reconstruct a scan from simulated measurements (retrospective mode) and evaluate it.
+                seed: int, device: str, batch_size: int, volume_index: int | None, kspace: bool, mask_path: Path | None,
+                overwrite: bool) -> None:
+    """Reconstruct a scan.
 
-    INPUT is a DICOM series folder or file, a NIfTI file, a PNG or an NPY image.
+    Retrospective mode (default): INPUT is an image (DICOM series folder or file, NIfTI, PNG, NPY);
+    measurements are simulated with --operator and --noise-sigma, reconstructed and evaluated.
+    Prospective mode (--kspace): INPUT is measured k-space (fastMRI-style .h5 with its mask, or
+    .npy/.nii k-space with --mask); multi-coil data get ESPIRiT coil maps.
 
     \b
     Examples:
       invdiff reconstruct scan.nii.gz -o recon.nii.gz --operator mri --param acceleration=4
       invdiff reconstruct dicom_series/ -o recon_series --sampler smc --particles 16 --steps 100
       invdiff reconstruct slice.npy -o out.npy --operator inpainting --param keep_fraction=0.3
+      invdiff reconstruct kspace.h5 --kspace -o recon.nii.gz
     """
-    from .jobs import reconstruct_scan
+    from .jobs import reconstruct_kspace, reconstruct_scan
 
     try:
         sampler_options = _sampler_options(options, steps, particles)
-        result = reconstruct_scan(
-            input_path, output, operator=operator, operator_options=parse_key_values(params, option="--param"),
-            sampler=sampler, sampler_options=sampler_options, prior=prior, noise_sigma=noise_sigma, seed=seed,
-            device=device, batch_size=batch_size, overwrite=overwrite, volume_index=volume_index,
-            progress=_progress(f"{sampler} on {input_path.name}"),
-        )
+        if kspace or mask_path is not None:
+            if params or operator != "mri":
+                raise ValueError("--operator/--param describe simulated measurements; k-space input defines its own MRI operator")
+            result = reconstruct_kspace(
+                input_path, output, mask_path=mask_path, sampler=sampler, sampler_options=sampler_options, prior=prior,
+                noise_sigma=noise_sigma, seed=seed, device=device, overwrite=overwrite,
+                progress=_progress(f"{sampler} on {input_path.name}"),
+            )
+        else:
+            result = reconstruct_scan(
+                input_path, output, operator=operator, operator_options=parse_key_values(params, option="--param"),
+                sampler=sampler, sampler_options=sampler_options, prior=prior, noise_sigma=noise_sigma, seed=seed,
+                device=device, batch_size=batch_size, overwrite=overwrite, volume_index=volume_index,
+                progress=_progress(f"{sampler} on {input_path.name}"),
+            )
     except EXPECTED_ERRORS as err:
         _fail(err)
     _print_metrics(result.metrics)
@@ -104,6 +126,65 @@ def _sampler_options(options: tuple[str, ...], steps: int | None, particles: int
                 raise ValueError(f"--{key} given twice (also as --option {key}=...)")
             parsed[key] = value
     return parsed
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Output: .h5 (fastMRI layout) for MRI operators, .npy otherwise.")
+@click.option("--operator", default="mri", show_default=True, help="Measurement operator (see `invdiff info`).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Operator option, repeatable.")
+@click.option("--noise-sigma", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="Measurement noise std in data units.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--volume-index", type=click.IntRange(min=0), default=None, help="Volume of a 4D NIfTI.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+def simulate(input_path: Path, output: Path, operator: str, params: tuple[str, ...], noise_sigma: float, seed: int,
+             volume_index: int | None, overwrite: bool) -> None:
+    """Simulate measurements of a scan (k-space for MRI operators), for prospective reconstruction.
+
+    \b
+    Examples:
+      invdiff simulate scan.nii.gz -o kspace.h5 --operator mri --param acceleration=8
+      invdiff simulate scan.nii.gz -o kspace.h5 --operator mri-multicoil --param coils=8
+      invdiff reconstruct kspace.h5 --kspace -o recon.nii.gz
+    """
+    from .jobs import simulate_scan
+
+    try:
+        result = simulate_scan(input_path, output, operator=operator, operator_options=parse_key_values(params, option="--param"),
+                               noise_sigma=noise_sigma, seed=seed, overwrite=overwrite, volume_index=volume_index)
+    except EXPECTED_ERRORS as err:
+        _fail(err)
+    for kind, paths in result.outputs.items():
+        click.echo(f"wrote {kind}: {paths[0]}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="YAML or JSON training config (see examples/train_brain_prior.yaml).")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+def train(config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Train a diffusion prior with Lightning (a config file plus KEY=VALUE overrides).
+
+    Data: a folder of NIfTI / DICOM series / PNG / NPY files (data=PATH), or the MNI template.
+    Resumes automatically from OUTPUT_DIR/checkpoints/last.ckpt.
+
+    \b
+    Examples:
+      invdiff train --config examples/train_brain_prior.yaml
+      invdiff train --config examples/train_brain_prior.yaml data=/data/my_niftis steps=5000 output_dir=runs/mine
+      invdiff train --config examples/train_brain_prior.yaml devices=4 precision=bf16-mixed
+    """
+    from invdiff.training import load_config
+    from invdiff.training import train as run_training
+
+    try:
+        config = load_config(config_path, list(overrides))
+        path = run_training(config)
+    except EXPECTED_ERRORS as err:
+        _fail(err)
+    click.echo(f"wrote prior: {path}")
 
 
 @main.command()

@@ -111,3 +111,24 @@ def test_bad_input_is_one_line_error(args: list[str], message: str, tmp_path: Pa
     assert "Traceback" not in text
     assert len([line for line in text.strip().splitlines() if line.startswith("Error")]) == 1
     assert not out.exists()
+
+
+def test_simulate_then_prospective_reconstruction(tmp_path: Path) -> None:
+    """Simulated fastMRI-style HDF5 k-space (single- and multi-coil) reconstructs in prospective mode."""
+    source = str(Path(nibabel_data) / "anatomical.nii")
+    for operator, extra in (("mri", []), ("mri-multicoil", ["--param", "coils=4"])):
+        kspace = tmp_path / f"{operator}.h5"
+        code, out = run(["simulate", source, "-o", str(kspace), "--operator", operator, *extra])
+        assert code == 0, out
+        assert (tmp_path / f"{operator}_provenance.json").is_file()
+        recon = tmp_path / f"{operator}_recon.npy"
+        code, out = run(["reconstruct", str(kspace), "--kspace", "-o", str(recon), "--option", "steps=2", "--device", "cpu"])
+        assert code == 0, out
+        assert np.load(recon).shape == (25, 41, 33)
+        provenance = json.loads((tmp_path / f"{operator}_recon_provenance.json").read_text())
+        assert provenance["mode"] == "prospective"
+
+
+def test_simulate_rejects_wrong_output_kind(tmp_path: Path) -> None:
+    code, out = run(["simulate", str(get_testdata_file("MR_small.dcm")), "-o", str(tmp_path / "k.npy")])
+    assert code == 1 and "MRI operators write .h5" in out
