@@ -43,10 +43,10 @@ def test_layers_import_one_way() -> None:
 
 
 def test_ci_runs_the_readme_commands() -> None:
-    """.ci/run performs exactly the README's install and test commands, so a green CI proves the README."""
+    """.ci/run performs exactly the README's install, demo and test commands, so a green CI proves the README."""
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
-    commands = [line.strip() for line in readme.splitlines() if line.strip().startswith(("pip install", "pytest"))]
-    assert commands, "README has no install/test commands"
-    for command in commands[:2]:
+    commands = [line.strip() for line in readme.splitlines() if line.strip().startswith(("pip install", "invdiff demo", "pytest"))]
+    assert commands[:3] == ['pip install torch==2.13.0 -e ".[dev]"', "invdiff demo", "pytest -q"], commands[:3]
+    for command in commands[:3]:
         assert command in ci, f"README command not in .ci/run: {command}"
