@@ -71,13 +71,15 @@ def main() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Slices per batch.")
 @click.option("--volume-index", type=click.IntRange(min=0), default=None, help="Volume of a 4D NIfTI.")
+@click.option("--devices", type=click.IntRange(min=1), default=None,
+              help="Spread slice batches over N devices with Lightning Trainer.predict (default: this process).")
 @click.option("--kspace", is_flag=True, help="Prospective mode: INPUT is measured k-space (.h5, or .npy/.nii with --mask).")
 @click.option("--mask", "mask_path", type=click.Path(path_type=Path), default=None, help="Sampling mask (.npy) for k-space INPUT.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 def reconstruct(input_path: Path, output: Path, operator: str, params: tuple[str, ...], sampler: str,
                 options: tuple[str, ...], steps: int | None, particles: int | None, prior: str, noise_sigma: float,
-                seed: int, device: str, batch_size: int, volume_index: int | None, kspace: bool, mask_path: Path | None,
-                overwrite: bool) -> None:
+                seed: int, device: str, batch_size: int, volume_index: int | None, devices: int | None, kspace: bool,
+                mask_path: Path | None, overwrite: bool) -> None:
     """Reconstruct a scan.
 
     Retrospective mode (default): INPUT is an image (DICOM series folder or file, NIfTI, PNG, NPY);
@@ -91,6 +93,7 @@ def reconstruct(input_path: Path, output: Path, operator: str, params: tuple[str
       invdiff reconstruct dicom_series/ -o recon_series --sampler smc --particles 16 --steps 100
       invdiff reconstruct slice.npy -o out.npy --operator inpainting --param keep_fraction=0.3
       invdiff reconstruct kspace.h5 --kspace -o recon.nii.gz
+      invdiff reconstruct big_volume.nii.gz -o recon.nii.gz --device cuda --devices 4 --batch-size 32
     """
     from .jobs import reconstruct_kspace, reconstruct_scan
 
@@ -108,7 +111,7 @@ def reconstruct(input_path: Path, output: Path, operator: str, params: tuple[str
             result = reconstruct_scan(
                 input_path, output, operator=operator, operator_options=parse_key_values(params, option="--param"),
                 sampler=sampler, sampler_options=sampler_options, prior=prior, noise_sigma=noise_sigma, seed=seed,
-                device=device, batch_size=batch_size, overwrite=overwrite, volume_index=volume_index,
+                device=device, batch_size=batch_size, overwrite=overwrite, volume_index=volume_index, devices=devices,
                 progress=_progress(f"{sampler} on {input_path.name}"),
             )
     except EXPECTED_ERRORS as err:
@@ -148,6 +151,7 @@ def simulate(input_path: Path, output: Path, operator: str, params: tuple[str, .
       invdiff simulate scan.nii.gz -o kspace.h5 --operator mri --param acceleration=8
       invdiff simulate scan.nii.gz -o kspace.h5 --operator mri-multicoil --param coils=8
       invdiff reconstruct kspace.h5 --kspace -o recon.nii.gz
+      invdiff reconstruct big_volume.nii.gz -o recon.nii.gz --device cuda --devices 4 --batch-size 32
     """
     from .jobs import simulate_scan
 

@@ -79,6 +79,7 @@ def reconstruct_scan(
     batch_size: int = 8,
     overwrite: bool = False,
     volume_index: int | None = None,
+    devices: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> JobResult:
     """Retrospective reconstruction of a scan (DICOM series/file, NIfTI, PNG, NPY).
@@ -103,7 +104,7 @@ def reconstruct_scan(
     volume = reconstruct_volume(
         scan.array, operator=operator, operator_options=operator_options, sampler=sampler,
         sampler_options=sampler_options, prior=prior, noise_sigma=noise_sigma, seed=seed, device=torch_device,
-        batch_size=batch_size, progress=progress,
+        batch_size=batch_size, devices=devices, progress=progress,
     )
     recon, std, zero_filled, scores = volume.reconstruction, volume.std, volume.pseudo_inverse, volume.metrics
     truth = scan.array.astype(np.float64)
@@ -128,6 +129,7 @@ def reconstruct_scan(
         "intensity_window": {"low": volume.window.low, "high": volume.window.high},
         "seed": seed,
         "batch_size": batch_size,
+        "devices": devices or 1,
         "metrics": scores,
         "outputs": {k: [str(p) for p in v] for k, v in written.items()},
         "seconds": time.perf_counter() - start,
@@ -162,6 +164,7 @@ def reconstruct_volume(
     seed: int = 0,
     device: torch.device | str = "cpu",
     batch_size: int = 8,
+    devices: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> VolumeResult:
     """Simulate measurements of every slice of ``array`` (``(S, H, W)``, scan units), reconstruct them
@@ -181,7 +184,7 @@ def reconstruct_volume(
     y = simulate_slices(op, images, noise_sigma, seed=seed)
     result = reconstruct_slices(
         problem, y, sampler=sampler, sampler_options=dict(sampler_options or {}), seed=seed, batch_size=batch_size,
-        device=torch_device, progress=progress,
+        device=torch_device, devices=devices, progress=progress,
     )
     recon = window.to_scan(result.estimate[:, 0]).astype(np.float32)
     pinv = window.to_scan(result.pinv[:, 0]).astype(np.float32)

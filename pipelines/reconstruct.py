@@ -178,6 +178,52 @@ class SliceResult:
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class BatchOutput:
+    """One batch's results in data units on the true grid (CPU tensors ``(b, C, *spatial)``)."""
+
+    index: int
+    estimate: Tensor
+    std: Tensor | None
+    pinv: Tensor
+    nfe: float
+    wall_s: float
+
+
+class BatchReconstructor:
+    """Reconstructs batch ``index`` of slices: the unit of work of the loop and of ``Trainer.predict``.
+
+    Batch ``i`` draws from its own generator (seed stream ``(2, i)``), so results depend on the seed and
+    the batch size, not on the device count or scheduling.
+    """
+
+    def __init__(self, problem: Problem, *, sampler: str, sampler_options: Mapping[str, Any], seed: int) -> None:
+        self.sampler_fn = lookup(SAMPLERS, sampler, "sampler")
+        check_options(self.sampler_fn, sampler_options, owner=f"sampler {sampler!r}", reserved=_RESERVED_SAMPLER_OPTIONS)
+        self.problem, self.sampler_options, self.seed = problem, dict(sampler_options), seed
+        # Samplers that take a starting point get the pseudo-inverse in data units (zero-filled
+        # intensities) mapped to prior space; the prior's offset would otherwise leak into unobserved pixels.
+        self.takes_init = "init" in keyword_options(self.sampler_fn) and "init" not in sampler_options
+
+    def __call__(self, index: int, y_data: Tensor, device: torch.device) -> BatchOutput:
+        problem = self.problem
+        prior = problem.prior.to(device) if hasattr(problem.prior, "to") else problem.prior
+        op = problem.op.to(device)
+        y_data = y_data.to(device)
+        pinv = op.pinv(y_data)
+        options = dict(self.sampler_options, init=image_to_prior(problem, pinv)) if self.takes_init else self.sampler_options
+        result: Reconstruction = self.sampler_fn(
+            prior, op, measurement_to_prior(problem, y_data), noise=problem.noise,
+            generator=generator_for(self.seed, 2, index, device=device), **options,
+        )
+        std = None if result.std is None else crop_to(std_from_prior(problem, result.std), problem.spatial).cpu()
+        return BatchOutput(
+            index, crop_to(image_from_prior(problem, result.x), problem.spatial).cpu(), std,
+            crop_to(pinv, problem.spatial).cpu(), float(result.diagnostics.get("nfe", 0)),
+            float(result.diagnostics.get("wall_s", 0.0)),
+        )
+
+
 def reconstruct_slices(
     problem: Problem,
     y: Tensor,
@@ -187,48 +233,41 @@ def reconstruct_slices(
     seed: int,
     batch_size: int,
     device: torch.device,
+    devices: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SliceResult:
     """Run the sampler over slices ``y`` (``(S, *y_shape)`` in data units) in batches of ``batch_size``.
 
-    Batch ``i`` draws from its own generator (seed stream ``(2, i)``), so results depend on the seed and
-    the batch size, not on the device count or scheduling.
+    ``devices=None`` runs the batches in this process on ``device``; ``devices=N`` spreads them over N
+    devices (GPUs, or CPU processes) with Lightning ``Trainer.predict`` (``pipelines.distributed``).
+    Either way the results are the same: each batch has its own random stream.
     """
-    sampler_fn = lookup(SAMPLERS, sampler, "sampler")
-    check_options(sampler_fn, sampler_options, owner=f"sampler {sampler!r}", reserved=_RESERVED_SAMPLER_OPTIONS)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    op = problem.op.to(device)
-    takes_init = "init" in keyword_options(sampler_fn) and "init" not in sampler_options
-    estimates, stds, pinvs, nfe, wall = [], [], [], 0.0, 0.0
-    total = y.shape[0]
-    for index, start in enumerate(range(0, total, batch_size)):
-        y_data = y[start : start + batch_size].to(device)
-        # The pseudo-inverse in data units (zero-filled intensities), not in prior space: the prior's
-        # offset would otherwise leak into unobserved pixels.
-        pinv = op.pinv(y_data)
-        options = dict(sampler_options, init=image_to_prior(problem, pinv)) if takes_init else sampler_options
-        result: Reconstruction = sampler_fn(
-            problem.prior,
-            op,
-            measurement_to_prior(problem, y_data),
-            noise=problem.noise,
-            generator=generator_for(seed, 2, index, device=device),
-            **options,
-        )
-        estimates.append(crop_to(image_from_prior(problem, result.x), problem.spatial).cpu())
-        if result.std is not None:
-            stds.append(crop_to(std_from_prior(problem, result.std), problem.spatial).cpu())
-        pinvs.append(crop_to(pinv, problem.spatial).cpu())
-        nfe += float(result.diagnostics.get("nfe", 0))
-        wall += float(result.diagnostics.get("wall_s", 0.0))
-        if progress is not None:
-            progress(min(start + batch_size, total), total)
+    reconstructor = BatchReconstructor(problem, sampler=sampler, sampler_options=sampler_options, seed=seed)
+    batches = [(i, y[start : start + batch_size]) for i, start in enumerate(range(0, y.shape[0], batch_size))]
+    if devices is None:
+        outputs = []
+        for index, y_batch in batches:
+            outputs.append(reconstructor(index, y_batch, device))
+            if progress is not None:
+                progress(min((index + 1) * batch_size, y.shape[0]), y.shape[0])
+    else:
+        from .distributed import predict_batches
+
+        outputs = predict_batches(reconstructor, batches, devices=devices, accelerator=device.type)
+    outputs.sort(key=lambda out: out.index)
+    stds = [out.std for out in outputs if out.std is not None]
     return SliceResult(
-        estimate=torch.cat(estimates).double().numpy(),
+        estimate=torch.cat([out.estimate for out in outputs]).double().numpy(),
         std=torch.cat(stds).double().numpy() if stds else None,
-        pinv=torch.cat(pinvs).double().numpy(),
-        diagnostics={"nfe_per_batch": nfe / max(1, len(estimates)), "sampler_wall_s": wall, "batches": len(estimates)},
+        pinv=torch.cat([out.pinv for out in outputs]).double().numpy(),
+        diagnostics={
+            "nfe_per_batch": sum(out.nfe for out in outputs) / max(1, len(outputs)),
+            "sampler_wall_s": sum(out.wall_s for out in outputs),
+            "batches": len(outputs),
+            "devices": devices or 1,
+        },
     )
 
 
