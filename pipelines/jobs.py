@@ -28,6 +28,7 @@ from .reconstruct import (
     resolve_device,
     simulate_slices,
 )
+from .registry import with_preset
 from .report import Panel, intensity_window, write_report
 
 __all__ = ["JobResult", "derived_path", "reconstruct_scan"]
@@ -124,7 +125,7 @@ def reconstruct_scan(
         "input": {"path": str(input_path), "kind": scan.kind, "sha256": scan.source_hash, "shape": list(scan.array.shape)},
         "operator": {"name": operator, "options": operator_options, "type": volume.operator_type},
         "noise": {"model": "gaussian", "sigma_data_units": noise_sigma},
-        "sampler": {"name": sampler, "options": sampler_options, "diagnostics": volume.diagnostics},
+        "sampler": {"name": sampler, "options": with_preset(sampler, sampler_options), "diagnostics": volume.diagnostics},
         "prior": {"name": prior, "provenance": volume.prior_provenance},
         "intensity_window": {"low": volume.window.low, "high": volume.window.high},
         "seed": seed,
@@ -266,8 +267,8 @@ def demo_settings() -> dict[str, Any]:
     return {
         "operator": "mri",
         "operator_options": {"acceleration": 4, "center_fraction": 0.08, "mask": "random"},
-        "sampler": "smc",
-        "sampler_options": {"particles": 16, "steps": 60},
+        "sampler": "red-diff",
+        "sampler_options": {},
         "prior": "brain-mri",
         "noise_sigma": 0.01,
         "seed": 0,
@@ -430,7 +431,7 @@ def reconstruct_kspace(
                   "mask": str(mask_path) if mask_path else "in file"},
         "operator": {"name": "mri-multicoil (ESPIRiT maps)" if coils > 1 else "mri", "coils": coils},
         "noise": {"model": "gaussian", "sigma_data_units": noise_sigma},
-        "sampler": {"name": sampler, "options": dict(sampler_options or {}), "diagnostics": diagnostics},
+        "sampler": {"name": sampler, "options": with_preset(sampler, dict(sampler_options or {})), "diagnostics": diagnostics},
         "prior": {"name": prior, "provenance": dict(getattr(network_prior, "provenance", {}))},
         "seed": seed,
         "outputs": {k: [str(p) for p in v] for k, v in written.items()},

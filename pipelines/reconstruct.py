@@ -29,7 +29,7 @@ from invdiff.operators import CenterCrop, GaussianNoise, LinearOperator, Operato
 from invdiff.samplers import Reconstruction
 
 from .options import check_options, keyword_options, lookup
-from .registry import OPERATORS, SAMPLERS
+from .registry import OPERATORS, SAMPLERS, with_preset
 
 __all__ = [
     "IntensityWindow",
@@ -200,7 +200,7 @@ class BatchReconstructor:
     def __init__(self, problem: Problem, *, sampler: str, sampler_options: Mapping[str, Any], seed: int) -> None:
         self.sampler_fn = lookup(SAMPLERS, sampler, "sampler")
         check_options(self.sampler_fn, sampler_options, owner=f"sampler {sampler!r}", reserved=_RESERVED_SAMPLER_OPTIONS)
-        self.problem, self.sampler_options, self.seed = problem, dict(sampler_options), seed
+        self.problem, self.sampler_options, self.seed = problem, with_preset(sampler, dict(sampler_options)), seed
         # Samplers that take a starting point get the pseudo-inverse in data units (zero-filled
         # intensities) mapped to prior space; the prior's offset would otherwise leak into unobserved pixels.
         self.takes_init = "init" in keyword_options(self.sampler_fn) and "init" not in sampler_options

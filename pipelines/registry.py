@@ -36,7 +36,7 @@ from invdiff.operators import (
     random_pixel_mask,
 )
 
-__all__ = ["OPERATORS", "SAMPLERS", "kspace_mask"]
+__all__ = ["OPERATORS", "SAMPLERS", "SAMPLER_PRESETS", "kspace_mask", "with_preset"]
 
 MaskKind = Literal["random", "equispaced", "poisson"]
 
@@ -160,3 +160,17 @@ SAMPLERS: dict[str, Callable[..., samplers.Reconstruction]] = {
     "red-diff": samplers.red_diff,
     "smc": samplers.smc,
 }
+
+# Defaults the pipeline uses for real scans, under any option the user gives. invdiff's RED-Diff data
+# term is the true likelihood ||A x - y||^2 / (2 sigma^2), so at scan noise levels (sigma ~ 0.02 in prior
+# space) its prior weight is far above the paper's 0.25, which weighs a mean-normalised data term
+# without sigma. Chosen on MNI validation slices (benchmarks/mri_reconstruction.py, RESULTS_mri.md).
+SAMPLER_PRESETS: dict[str, dict[str, object]] = {
+    "red-diff": {"steps": 200, "lam": 300.0, "lr": 0.1},
+    "smc": {"particles": 16, "steps": 100},
+}
+
+
+def with_preset(name: str, options: dict[str, object]) -> dict[str, object]:
+    """The preset of sampler ``name`` overridden by ``options``."""
+    return {**SAMPLER_PRESETS.get(name, {}), **options}

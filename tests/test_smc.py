@@ -91,7 +91,7 @@ def test_paper_drift_on_a_small_problem() -> None:
     y = noise.sample(op(prior.sample(1, g)), generator=g)
     mean, cov = gaussian_posterior(prior, op, y, noise)
     var = cov.diagonal().reshape(1, 2, 2)
-    out = smc(prior, op, y, noise=noise, particles=4096, steps=100, generator=torch.Generator().manual_seed(0))
+    out = smc(prior, op, y, noise=noise, particles=4096, steps=100, likelihood_drift=1.0, generator=torch.Generator().manual_seed(0))
     assert float(((out.x - mean) / var.sqrt()).abs().max()) < 0.25
     assert float((out.std**2 / var - 1).abs().max()) < 0.35
     assert bool(out.diagnostics["resampled"].any())
