@@ -1,0 +1,239 @@
+"""Training configuration: one frozen dataclass, read from a YAML/JSON file plus ``key=value`` overrides.
+
+Unknown keys raise. Dict-valued fields (``network``, ``schedule``) take dotted overrides such as
+``network.channels=[32,64,128]``; override values are parsed as YAML (``steps=2000``, ``flips=false``,
+``slice_axes=[0,1,2]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["TrainConfig", "load_config", "parse_overrides"]
+
+Precision = Literal["32-true", "16-mixed", "bf16-mixed", "64-true", "auto"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a prior training run needs; the resolved config is saved next to the outputs.
+
+    Data:
+        data: a folder (searched recursively for NIfTI, PNG, NPY files and DICOM series folders), a single file,
+            a glob pattern, or the built-in ``"mni152-t1"`` (the nilearn MNI ICBM152 T1 template, needs
+            ``pip install 'invdiff[data]'``).
+        spatial_dims: 2 (volumes are sliced along ``slice_axes``) or 3 (random ``image_size``³ patches).
+        image_size: side of the square training images (2D) or cubic patches (3D).
+        channels: 1 (real or magnitude) or 2 (complex NPY data as real/imaginary channels).
+        slice_axes: volume axes to slice along (2D).
+        min_foreground: drop slices whose fraction of pixels above 5 % of the volume maximum is below this.
+        percentile: intensities are divided by this percentile of the foreground, then clipped to [0, 1].
+        val_fraction: fraction of images held out for the validation loss (split with ``seed``).
+        flips: random left-right flips. affine: small random rotation (±10°) and scaling (±10 %).
+        elastic: random 2D elastic deformation.
+
+    Model (see ``invdiff.priors.network``): ``network`` overrides ``UNET_DEFAULTS`` (spatial_dims and channel
+    counts are filled from the data options); ``schedule`` is ``VPSchedule`` keyword arguments; ``prediction`` is
+    the network target.
+
+    Optimisation: AdamW (``lr``, ``weight_decay``), ``batch_size``, ``steps`` optimiser steps, gradient-norm clip
+    ``grad_clip`` (0 = off), EMA with warm-up ``decay = min(ema_decay, (1 + step) / (10 + step))``.
+
+    Outputs: ``output_dir`` gets ``checkpoints/`` (Lightning, for resuming), ``samples/`` (PNG grids every
+    ``sample_every`` steps from ``sample_steps`` ancestral steps), ``config.json``, CSV logs. The EMA prior is
+    exported to ``export`` (a path stem; default ``<output_dir>/prior``) every ``export_every`` steps and at the
+    end, with a final ``<export>_samples.png`` grid from ``final_sample_steps`` steps and, if ``model_card`` is
+    set, a Markdown model card there (``model_card_notes`` appended).
+
+    Hardware: Lightning ``accelerator``, ``devices``, ``num_nodes``, ``strategy`` and ``precision`` pass through
+    (``precision="auto"``: ``bf16-mixed`` on GPU, ``32-true`` on CPU); ``threads`` sets ``torch.set_num_threads``.
+    ``resume``: ``"auto"`` continues from ``<output_dir>/checkpoints/last.ckpt`` when present, ``"none"``
+    starts afresh, anything else is a Lightning checkpoint path.
+    """
+
+    data: str
+    output_dir: str = "runs/prior"
+    export: str | None = None
+    description: str = ""
+    # data
+    spatial_dims: int = 2
+    image_size: int = 64
+    channels: int = 1
+    slice_axes: tuple[int, ...] = (2,)
+    min_foreground: float = 0.08
+    percentile: float = 99.5
+    val_fraction: float = 0.1
+    flips: bool = True
+    affine: bool = False
+    elastic: bool = False
+    batch_size: int = 16
+    num_workers: int = 0
+    # model
+    network: dict[str, Any] = field(default_factory=dict)
+    schedule: dict[str, Any] = field(default_factory=lambda: {"kind": "linear", "T": 1000})
+    prediction: Literal["epsilon", "sample", "v"] = "epsilon"
+    # optimisation
+    steps: int = 1000
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    # monitoring and outputs
+    log_every: int = 50
+    val_every: int = 200
+    sample_every: int = 1000
+    sample_steps: int = 250
+    final_sample_steps: int = 1000
+    checkpoint_every: int = 200
+    export_every: int = 500
+    model_card: str | None = None
+    model_card_notes: str = ""
+    progress_bar: bool = True
+    # hardware
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: Precision = "auto"
+    threads: int | None = None
+    resume: str = "auto"
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"config: {name} must be {expected}, got {getattr(self, name)!r}")
+
+        def pos_int(name: str, minimum: int = 1) -> None:
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= minimum, name, f"an integer >= {minimum}")
+
+        need(isinstance(self.data, str) and bool(self.data), "data", "a non-empty path, glob or 'mni152-t1'")
+        need(self.spatial_dims in (2, 3), "spatial_dims", "2 or 3")
+        need(self.channels in (1, 2), "channels", "1 or 2")
+        for name in ("image_size", "batch_size", "steps", "num_nodes"):
+            pos_int(name)
+        for name in ("num_workers", "log_every", "val_every", "sample_every", "checkpoint_every", "export_every"):
+            pos_int(name, 0)
+        pos_int("sample_steps")
+        pos_int("final_sample_steps", 0)
+        pos_int("seed", 0)
+        object.__setattr__(self, "slice_axes", tuple(self.slice_axes))
+        need(len(self.slice_axes) > 0 and all(a in (0, 1, 2) for a in self.slice_axes), "slice_axes", "axes in (0, 1, 2)")
+        need(0 <= self.min_foreground < 1, "min_foreground", "in [0, 1)")
+        need(0 < self.percentile <= 100, "percentile", "in (0, 100]")
+        need(0 <= self.val_fraction < 1, "val_fraction", "in [0, 1)")
+        need(self.lr > 0, "lr", "> 0")
+        need(self.weight_decay >= 0, "weight_decay", ">= 0")
+        need(self.grad_clip >= 0, "grad_clip", ">= 0 (0 disables clipping)")
+        need(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
+        need(self.prediction in ("epsilon", "sample", "v"), "prediction", "'epsilon', 'sample' or 'v'")
+        need(self.precision in ("32-true", "16-mixed", "bf16-mixed", "64-true", "auto"), "precision",
+             "one of '32-true', '16-mixed', 'bf16-mixed', '64-true', 'auto'")
+        need(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1), "threads", "None or >= 1")
+        need(isinstance(self.network, dict), "network", "a mapping of DiffusionModelUNet arguments")
+        need(isinstance(self.schedule, dict), "schedule", "a mapping of VPSchedule arguments")
+        for key in ("spatial_dims", "in_channels", "out_channels"):
+            if key in self.network:
+                raise ValueError(f"config: network.{key} is set from the data options (spatial_dims, channels); remove it")
+
+    @property
+    def export_stem(self) -> Path:
+        return Path(self.export) if self.export else Path(self.output_dir) / "prior"
+
+    def network_config(self) -> dict[str, Any]:
+        return {"spatial_dims": self.spatial_dims, "in_channels": self.channels, "out_channels": self.channels,
+                **self.network}
+
+    def x_shape(self) -> tuple[int, ...]:
+        return (self.channels,) + (self.image_size,) * self.spatial_dims
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["slice_axes"] = list(self.slice_axes)
+        return out
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``["steps=10", "network.channels=[32,64,64]"]`` -> ``{"steps": 10, "network": {"channels": [32, 64, 64]}}``."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ValueError(f"override {item!r} has an empty key")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r} conflicts with an earlier override of {part!r}")
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+) -> TrainConfig:
+    """Read a YAML/JSON config file (optional) and apply overrides.
+
+    Args:
+        path: ``.yaml``/``.yml``/``.json`` file with a flat mapping of ``TrainConfig`` fields.
+        overrides: ``key=value`` strings or a mapping; they win over the file.
+
+    Raises:
+        FileNotFoundError: missing file. ValueError: bad syntax, unknown keys, invalid values.
+    """
+    base: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        text = p.read_text()
+        try:
+            if p.suffix == ".json":
+                base = json.loads(text)
+            else:
+                import yaml
+
+                base = yaml.safe_load(text) or {}
+        except Exception as err:  # yaml and json raise different error types
+            raise ValueError(f"config file {p} could not be parsed: {err}") from err
+        if not isinstance(base, dict):
+            raise ValueError(f"config file {p} must hold a mapping of options, got {type(base).__name__}")
+    extra = parse_overrides(overrides) if not isinstance(overrides, Mapping) else dict(overrides)
+    merged = _merge(base, extra)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(merged) - names)
+    if unknown:
+        raise ValueError(f"config: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    if "data" not in merged:
+        raise ValueError("config: 'data' is required (a folder, file, glob or 'mni152-t1')")
+    try:
+        return TrainConfig(**merged)
+    except TypeError as err:
+        raise ValueError(f"config: {err}") from err
