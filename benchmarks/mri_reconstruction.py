@@ -141,6 +141,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small grids and fewer tuning slices")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("RESULTS_mri.md"))
+    parser.add_argument("--methods", nargs="+", default=["red-diff", "smc"], choices=["red-diff", "smc"],
+                        help="diffusion samplers to run (zero-filled and L1-wavelet always run)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -169,11 +171,13 @@ def main() -> None:
         rows.append((task, "sigpy L1-wavelet", l1_opts, mean_scores(truth, l1), 0, (time.perf_counter() - start) / len(truth), None))
 
         for method, grid in (("red-diff", red_grid), ("smc", smc_grid)):
+            if method not in args.methods:
+                continue
             opts, _ = tune(grid, lambda o, m=method: mean_scores(tune_images, run_sampler(prior, t_ops, t_ys, m, o, 1)[0])["psnr"])
             mean, std, nfe, wall = run_sampler(prior, e_ops, e_ys, method, opts, seed=2)
             calib = calibration(truth, mean, std) if std is not None else None
             rows.append((task, method, opts, mean_scores(truth, mean), nfe, wall, calib))
-        for row in rows[-4:]:
+        for row in [r for r in rows if r[0] == task]:
             print(f"  {row[1]:18s} {row[3]['psnr']:6.2f} dB  SSIM {row[3]['ssim']:.3f}  {row[5]:.2f} s/slice", flush=True)
 
     hardware = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
