@@ -188,6 +188,10 @@ def _final_val_loss(module: Any, datamodule: Any) -> float:
     return float(sum(v * w for v, w in zip(losses, weights, strict=True)) / sum(weights))
 
 
+def _minutes(seconds: Any) -> str:
+    return f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else "unknown"
+
+
 def write_model_card(json_path: Path, md_path: Path, extra: str = "") -> Path:
     """Render a Markdown model card from an exported prior's JSON (provenance, network, schedule)."""
     cfg = json.loads(Path(json_path).read_text())
@@ -225,7 +229,7 @@ def write_model_card(json_path: Path, md_path: Path, extra: str = "") -> Path:
         f"| steps | {prov.get('steps')} optimiser steps, batch {prov.get('batch_size')} |",
         f"| final losses | train (mean of last 100 batches) {fmt(prov.get('final_train_loss'))}, validation (EMA) {fmt(prov.get('final_val_loss'))} |",
         f"| hardware | {hw.get('accelerator')} x{hw.get('devices')}, {hw.get('cpu')}, {hw.get('cpu_count')} CPU cores, {hw.get('torch_threads')} torch threads{', ' + hw['gpu'] if 'gpu' in hw else ''} |",
-        f"| wall time | {fmt(prov.get('wall_time_s'))} s |",
+        f"| wall time | {_minutes(prov.get('wall_time_s'))} of training (excluding data preparation and the final grid) |",
         f"| versions | {', '.join(f'{k} {v}' for k, v in prov.get('versions', {}).items())} |",
         f"| written | {prov.get('written')} |",
     ]
