@@ -151,7 +151,7 @@ def main() -> None:
     tune_images = tuning_slices(2 if args.quick else 6).astype(np.float64)
     # invdiff's RED-Diff data term is the true likelihood (1/sigma^2 = 2500 here), hence lam in the hundreds.
     red_grid = {"lam": [300.0] if args.quick else [100.0, 300.0, 1000.0], "lr": [0.1] if args.quick else [0.05, 0.1],
-                "steps": [50 if args.quick else 200]}
+                "steps": [200]}
     smc_grid = {"particles": [8 if args.quick else 16], "steps": [30 if args.quick else 100]}
     l1_grid = {"lamda": [1e-3, 1e-2] if args.quick else [3e-4, 1e-3, 3e-3, 1e-2]}
 
@@ -165,7 +165,7 @@ def main() -> None:
         zf = zero_filled(e_ops, e_ys)
         rows.append((task, "zero-filled", {}, mean_scores(truth, zf), 0, (time.perf_counter() - start) / len(truth), None))
 
-        l1_opts, _ = tune(l1_grid, lambda o: mean_scores(tune_images, l1_wavelet(t_ops, t_ys, **o))["psnr"])
+        l1_opts, _ = tune(l1_grid, lambda o, ops=t_ops, ys=t_ys: mean_scores(tune_images, l1_wavelet(ops, ys, **o))["psnr"])
         start = time.perf_counter()
         l1 = l1_wavelet(e_ops, e_ys, **l1_opts)
         rows.append((task, "sigpy L1-wavelet", l1_opts, mean_scores(truth, l1), 0, (time.perf_counter() - start) / len(truth), None))
@@ -173,7 +173,7 @@ def main() -> None:
         for method, grid in (("red-diff", red_grid), ("smc", smc_grid)):
             if method not in args.methods:
                 continue
-            opts, _ = tune(grid, lambda o, m=method: mean_scores(tune_images, run_sampler(prior, t_ops, t_ys, m, o, 1)[0])["psnr"])
+            opts, _ = tune(grid, lambda o, m=method, ops=t_ops, ys=t_ys: mean_scores(tune_images, run_sampler(prior, ops, ys, m, o, 1)[0])["psnr"])
             mean, std, nfe, wall = run_sampler(prior, e_ops, e_ys, method, opts, seed=2)
             calib = calibration(truth, mean, std) if std is not None else None
             rows.append((task, method, opts, mean_scores(truth, mean), nfe, wall, calib))
