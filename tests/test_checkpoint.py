@@ -62,6 +62,15 @@ def test_load_is_bit_exact(saved: tuple[NetworkPrior, Path], suffix: str) -> Non
     assert torch.equal(loaded.denoise(x, t), prior.denoise(x, t))
 
 
+def test_load_with_clip(saved: tuple[NetworkPrior, Path]) -> None:
+    prior, path = saved
+    loaded = load_prior(path, clip=0.5)
+    x = 3 * torch.randn((2, 2, 8, 8), generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([400.0, 450.0])
+    assert loaded.clip == 0.5
+    torch.testing.assert_close(loaded.denoise(x, t), prior.denoise(x, t).clamp(-0.5, 0.5))
+
+
 def test_load_to_dtype(saved: tuple[NetworkPrior, Path]) -> None:
     loaded = load_prior(saved[1], dtype=torch.float64)
     assert loaded.dtype == torch.float64

@@ -53,6 +53,18 @@ def test_denoise_is_tweedie_of_the_network_epsilon() -> None:
     assert not torch.equal(mid, a) and not torch.equal(mid, b)
 
 
+def test_clip_clamps_the_denoised_estimate() -> None:
+    prior = tiny_prior()
+    x_t = 50 * torch.randn((2, *prior.x_shape), generator=torch.Generator().manual_seed(8))
+    t = torch.tensor([999.0, 990.0])
+    raw = prior.denoise(x_t, t)
+    assert raw.abs().max() > 1
+    prior.clip = 1.0
+    torch.testing.assert_close(prior.denoise(x_t, t), raw.clamp(-1, 1))
+    with pytest.raises(ValueError, match="clip must be a number > 0 or None, got 0"):
+        NetworkPrior(prior.network, VPSchedule(), x_shape=(1, 8, 8), clip=0)
+
+
 @pytest.mark.parametrize("prediction", ["sample", "v"])
 def test_other_parameterisations(prediction: str) -> None:
     prior = tiny_prior(prediction=prediction)

@@ -127,6 +127,7 @@ def load_prior(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    clip: float | None = None,
 ) -> NetworkPrior:
     """Load a prior by shipped name (``"brain-mri"``) or by path (``stem``, ``stem.json`` or ``stem.safetensors``).
 
@@ -134,6 +135,7 @@ def load_prior(
         name_or_path: a key of ``SHIPPED`` or a checkpoint path.
         device: where to put the network.
         dtype: network parameter dtype.
+        clip: clamp ``x0_hat`` to [-clip, clip] in ``denoise`` (see ``NetworkPrior``).
 
     Raises:
         ValueError: unknown shipped name, corrupt JSON/safetensors, or weights that do not fit the config.
@@ -181,4 +183,5 @@ def load_prior(
         prediction=config["prediction"],
         network_config=config["network"],
         provenance=config.get("provenance", {}),
+        clip=clip,
     )

@@ -153,6 +153,9 @@ class NetworkPrior:
         prediction: what the network outputs: ``"epsilon"`` (noise), ``"sample"`` (x0) or ``"v"`` (velocity).
         network_config: the JSON-able config it was built from (stored in checkpoints).
         provenance: where the weights came from (set by ``load_prior`` from the checkpoint JSON).
+        clip: if set, ``denoise`` clamps ``x0_hat`` to [-clip, clip] (DDPM's ``clip_sample``; use 1.0 for data
+            clipped to [-1, 1] in the prior space). Small priors give wild ``x0_hat`` at high noise; the shipped
+            brain prior's unconditional samples diverge without it. Never for complex/two-channel data.
 
     Attributes:
         nfe: number of network evaluations so far (one per ``denoise`` call).
@@ -168,6 +171,7 @@ class NetworkPrior:
         prediction: Prediction = "epsilon",
         network_config: Mapping[str, Any] | None = None,
         provenance: Mapping[str, Any] | None = None,
+        clip: float | None = None,
     ) -> None:
         if not isinstance(network, nn.Module):
             raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
@@ -185,6 +189,9 @@ class NetworkPrior:
         self.prediction: Prediction = prediction
         self.network_config = dict(network_config) if network_config is not None else None
         self.provenance = dict(provenance) if provenance is not None else {}
+        if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
+            raise ValueError(f"clip must be a number > 0 or None, got {clip!r}")
+        self.clip = clip
         self.nfe = 0
         channels = getattr(network, "block_out_channels", None)
         self._divisor = 2 ** (len(channels) - 1) if channels is not None else 1
@@ -265,10 +272,12 @@ class NetworkPrior:
         out = self.predict(x_t, t).to(device=x_t.device, dtype=x_t.dtype)
         t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
         if self.prediction == "epsilon":
-            return self.schedule.x0_from_eps(x_t, out, t)
-        if self.prediction == "v":
-            return self.schedule.x0_from_eps(x_t, self.schedule.eps_from_v(x_t, out, t), t)
-        return out
+            x0 = self.schedule.x0_from_eps(x_t, out, t)
+        elif self.prediction == "v":
+            x0 = self.schedule.x0_from_eps(x_t, self.schedule.eps_from_v(x_t, out, t), t)
+        else:
+            x0 = out
+        return x0.clamp(-self.clip, self.clip) if self.clip is not None else x0
 
     def __repr__(self) -> str:
         params = sum(p.numel() for p in self.network.parameters())
