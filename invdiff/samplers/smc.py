@@ -32,9 +32,57 @@ perturb-and-MAP (``x = P^{-1} (A^T (y + sigma z_y) / sigma^2 + z_x)``, exact in 
 conjugate gradients. With ``tempering="linear"`` (``alpha`` ramps 0 -> 1 linearly in the reverse clock)
 Stage I is plain ``N(0, I)``; non-linear operators and non-Gaussian noise need it.
 
-Stability. The likelihood drift is integrated by explicit Euler, stable only while
-``h c beta(t) alpha(t) ||A||^2 / sigma^2 < 2``; with a linear operator this is checked before sampling and a
-too-small ``steps`` is refused with the number needed (small ``sigma`` needs ``variant="ode"``).
+Likelihood step (``likelihood_step``). ``"explicit"`` integrates the likelihood drift by Euler at the pre-move
+state, stable only while ``h c beta(t) alpha(t) ||A||^2 / sigma^2 < 2``; for a linear operator this is checked
+before sampling and a too-small ``steps`` is refused with the number needed (10^4-10^5 steps at MRI noise
+levels). ``"implicit"`` (the default for a ``LinearOperator`` with ``GaussianNoise``) is unconditionally
+stable. Write ``v = 1/2 beta (x + s)`` for the probability-flow velocity, so ``H = v + 1/2 V^2 s``, and
+``M = alpha' A^T A / sigma^2`` with ``alpha' = alpha(t_next)``, ``kappa = h c V^2``. One step is
+
+    x~    = x + h v                                             (probability flow, Euler)
+    x_new = (I + kappa M)^{-1} [x~ + 1/2 h V^2 s + V sqrt(h) xi + kappa alpha' A^T (y + sigma' zeta) / sigma^2]
+    log w <- log w - (alpha' mu_y(x~) - alpha mu_y(x)) + h (c - 1/2) V^2 (|g|^2 - alpha lap mu_y - s . g)
+
+with ``sigma' = sigma / sqrt(2 c alpha')`` and ``zeta`` standard normal in measurement space (``s``, ``g`` and
+``mu_y(x)`` at the pre-move state). The bracket is backward Euler for ``-c V^2 grad(alpha' mu_y)``, i.e. the
+normal equations of a perturb-and-MAP draw, solved per row by conjugate gradients on the correction from the
+move without the likelihood drift (the explicit prediction overshoots by ``kappa ||A||^2 / sigma^2`` in stiff
+directions; on 64 x 64 multi-coil MRI both starts needed the same iterations). For masks and Cartesian
+single-coil MRI ``A^T A`` is a projector and CG needs one iteration. The re-noised measurement adds noise of
+covariance ``h^2 c V^4 M / 2 = O(h^2)`` to the move; for every ``h`` it gives the step, for the likelihood part
+alone (``dx = -c V^2 grad(alpha' mu_y) dt + V dW``), exactly the stationary law of the continuous process (in
+an eigendirection of ``M`` with eigenvalue ``lam``: ``r^2 (V^2 h + h^2 c V^4 lam / 2) / (1 - r^2) =
+1 / (2 c lam)`` with ``r = 1 / (1 + h c V^2 lam)``). Plain backward Euler would shrink the data-direction
+variance by ``1 / (1 + h c V^2 lam / 2)`` (~1/100 at sigma = 0.02 and 100 steps). Stiff directions are
+damped (``r -> 0``), not merely stable: each step draws them afresh from the likelihood.
+
+Weights. ``H . g = v . g + 1/2 V^2 s . g`` turns the rate above into ``-v . g + (c - 1/2) V^2 (|g|^2 -
+alpha lap - s . g)``: a transport term plus a term that vanishes at ``c = 1/2``. With ``c = 1/2`` the step
+is a splitting: the probability-flow map ``T: x -> x~`` (which carries ``p_t`` to ``p_{t_next}`` up to the
+usual Euler error) followed by a Langevin step for ``Q(., t_next)`` (score part explicit at ``(x, t)``,
+likelihood part as above), which needs no weight. ``T`` carries ``p_t(x) e^{-alpha mu_y(x)}`` to
+``p_{t_next}(x~) e^{-alpha mu_y(x)}``, so the weight that makes it ``Q(., t_next)`` is the exact potential
+difference ``exp(-(alpha' mu_y(x~) - alpha mu_y(x)))`` (one extra operator call), not its linearisation
+``-h v . g - (d alpha) mu_y``, whose error ``h^2 |A v|^2 / (2 sigma^2)`` is large at small sigma (on the
+closed-form tests at sigma = 0.02 the linearisation made the error 2-4 times larger). The weights still use
+only the pre-move state ``x`` and its transport ``x~``. As ``h -> 0`` the implicit move differs from the
+explicit one by ``O(h^2)`` per step and the potential difference from ``h`` times the rate by ``O(h^2)``, so
+the scheme converges to the same Feynman-Kac dynamics, first order like the explicit one. The ODE variant
+(``V = 0``) moves by ``x~`` with the same weight, and its Langevin corrector is taken implicitly the same way
+(``kappa = delta``, ``sigma' = sigma / sqrt(alpha')``).
+
+Substeps (``likelihood_substeps``). The network call is the expensive part; the likelihood part costs only
+operator calls. At finite ``h`` the implicit step redraws the data components every step, so each step's
+transport weight carries a fresh fluctuation of variance ``~ h^2 |A v|^2 / sigma^2``; in continuous time
+they decorrelate over ``1 / (c beta lam)`` and average out, and the ratio of the two log-weight variances is
+about ``h c beta alpha ||A||^2 / (2 sigma^2)`` (250 at sigma = 0.02, 100 steps, large t): weight collapse.
+So each step is split into ``n = min(likelihood_substeps, ceil(h c beta alpha' ||A||^2 / (2 sigma^2)))``
+substeps of the move above with the score frozen at the step's start (the prior part keeps its one Euler
+step; ``x`` in ``v`` and the weights follow the substeps). ``n = 1`` wherever the step is not stiff, so
+large-sigma problems run exactly as without substeps. On the sigma = 0.02 closed-form tests with 100 steps
+16 substeps cut the error of the weighted mean from ~0.5 to ~0.1 posterior std (tests/test_smc.py).
+What is left at finite ``h`` is the Euler error of the prior part (explicit score) and the splitting error
+``O(h beta * prior precision)``.
 
 References:
     Chen, Ren, Min, Ying, Izzo, "Solving Inverse Problems via Diffusion-Based Priors: An Approximation-Free
@@ -75,6 +123,12 @@ __all__ = ["smc"]
 
 # Stage I reference density N(0, RHO^2 I): the VP marginal at t = T-1 for data of variance <~ 1.
 _RHO = 1.0
+# Relative residual at which the implicit step's CG stops, relative to its initial residual r0 = kappa grad mu~(base)
+# (the explicit likelihood pull): P >= I, so the error left in a particle is at most 1e-5 of that pull.
+_STEP_TOL = {torch.float64: 1e-5, torch.float32: 1e-5}
+# Substeps of the implicit SDE move: enough that h_sub c beta alpha ||A||^2 / sigma^2 <= this (capped by
+# likelihood_substeps); there the discrete log-weight variance is within ~1x of its continuous-time limit.
+_SUBSTEP_STIFFNESS = 2.0
 
 
 def smc(
@@ -89,6 +143,8 @@ def smc(
     resample_threshold: float = 0.5,
     tempering: Literal["linear"] | None = None,
     likelihood_drift: float = 0.5,
+    likelihood_step: Literal["auto", "implicit", "explicit"] = "auto",
+    likelihood_substeps: int = 16,
     hutchinson_probes: int = 1,
     corrector_step: float = 1e-3,
     cg_max_iter: int = 1000,
@@ -120,13 +176,23 @@ def smc(
         likelihood_drift: ``c`` in ``[0, 1]``, the fraction of ``V^2 grad mu_y`` put in the particle drift
             (the rest is carried by the weights; module docstring). 1 is the paper's Alg. 2; 0.5 (default) gives much
             lower weight variance, needs no Laplacian and halves the stiffness of the explicit step.
+        likelihood_step: how the likelihood drift (and the ODE variant's corrector) is integrated:
+            ``"implicit"`` (backward Euler with a re-noised measurement, solved by conjugate gradients;
+            unconditionally stable, exact stationary law of the likelihood part; needs a ``LinearOperator``
+            with ``GaussianNoise``), ``"explicit"`` (Euler; needs ``h c beta alpha ||A||^2 / sigma^2 < 2``) or
+            ``"auto"`` (default): implicit for a linear operator with Gaussian noise, explicit otherwise.
+        likelihood_substeps: the most substeps of the implicit SDE move per step (score frozen, no extra
+            network calls); a step uses ``ceil(h c beta alpha ||A||^2 / (2 sigma^2))`` of them, capped here, so
+            only stiff steps (small ``sigma``) are split. Each costs a few operator calls plus the CG solve.
+            1 disables them. Ignored by the explicit step and the ODE variant.
         hutchinson_probes: Rademacher probes per particle and step for the Laplacian of ``mu_y`` (only
             used by the SDE variant with ``likelihood_drift != 0.5`` when the Laplacian is not constant,
             i.e. non-linear ``op`` or non-Gaussian noise).
         corrector_step: Langevin step ``delta`` of the ODE variant's corrector (jma02 port default 1e-3);
             0 disables it.
-        cg_max_iter: conjugate-gradient iterations allowed for the Stage I draw (converged items stop early;
-            the largest relative residual is reported as ``diagnostics["cg_residual"]``).
+        cg_max_iter: conjugate-gradient iterations allowed per solve, for the Stage I draw and for each implicit
+            step (converged rows stop early; the largest relative residuals are reported as
+            ``diagnostics["cg_residual"]`` and ``diagnostics["step_residual"]``).
         batch_size: rows (particle x measurement) per prior / operator evaluation.
         generator: the only source of randomness (on ``y``'s device).
         callback: called after each step with keys ``step, steps, t, x, x0_hat, misfit, ess, log_weights,
@@ -142,12 +208,17 @@ def smc(
         log-weights ``(B, K)``; diagnostics ``nfe`` (denoiser calls per measurement: ``K * steps``, twice
         that for the ODE variant with a corrector), ``wall_s``, ``misfit`` ``(steps, B)``, ``ess``
         ``(steps, B)`` (effective sample size, in particles), ``resampled`` ``(steps, B)`` bool,
-        ``cg_residual`` ``(B,)`` (0 without a Stage I solve).
+        ``cg_residual`` ``(B,)`` (0 without a Stage I solve), ``step_residual`` ``(B,)`` the largest relative
+        residual of the implicit steps' CG solves (relative to their initial residual; 0 for the explicit step),
+        ``step_cg_iterations`` ``(steps,)`` the most CG iterations any row needed in each step, summed over its
+        substeps (0 for the explicit step), ``substeps`` ``(steps,)`` the implicit substeps per step (1 for the
+        explicit step).
 
     Raises:
         TypeError: wrong argument types (see ``check_problem``).
         ValueError: bad hyperparameters, measurement shape or values; no ``tempering`` for a non-linear
-            operator or non-Gaussian noise; ``steps`` too small for a stable explicit step.
+            operator or non-Gaussian noise; ``likelihood_step="implicit"`` for a non-linear operator or
+            non-Gaussian noise; ``steps`` too small for a stable explicit step.
         FloatingPointError: particles became non-finite (unstable step for a non-linear operator).
 
     Examples:
@@ -177,6 +248,8 @@ def smc(
     if tempering is not None:
         check_choice("tempering", tempering, ("linear",), who)
     c = check_float("likelihood_drift", likelihood_drift, who, high=1.0)
+    check_choice("likelihood_step", likelihood_step, ("auto", "implicit", "explicit"), who)
+    max_substeps = check_int("likelihood_substeps", likelihood_substeps, who)
     probes = check_int("hutchinson_probes", hutchinson_probes, who)
     delta = check_float("corrector_step", corrector_step, who)
     check_int("cg_max_iter", cg_max_iter, who)
@@ -188,6 +261,12 @@ def smc(
             f"{who}: the exact Stage I draw needs a LinearOperator with GaussianNoise (got {type(op).__name__}, "
             f"{type(noise).__name__}); use tempering='linear' (Stage I is then N(0, I))"
         )
+    if likelihood_step == "implicit" and not linear_gaussian:
+        raise ValueError(
+            f"{who}: likelihood_step='implicit' needs a LinearOperator with GaussianNoise (got {type(op).__name__}, "
+            f"{type(noise).__name__}); use likelihood_step='explicit' or 'auto'"
+        )
+    implicit = linear_gaussian and likelihood_step != "explicit"
 
     schedule = prior.schedule
     B, device = y.shape[0], y.device
@@ -197,7 +276,7 @@ def smc(
     times = torch.linspace(schedule.T - 1, 0, steps + 1, dtype=torch.float64)
     alphas = (1 - times / (schedule.T - 1)) if tempering == "linear" else torch.ones_like(times)
     betas = schedule.beta(times[:-1])
-    if linear_gaussian:
+    if linear_gaussian and not implicit:
         _check_stability(op, noise, times, alphas, betas, c if sde else 0.0, delta if corrector else 0.0, y, dtype, who)
     item_of_row = torch.arange(N, device=device) // K  # row b * K + k belongs to measurement b
 
@@ -219,7 +298,11 @@ def smc(
 
     need_laplacian = sde and c != 0.5 and not linear_gaussian
     nfe_per_step = K * (2 if corrector else 1)
-    misfits, esses, resampled = [], [], []
+    sigma = noise.sigma if isinstance(noise, GaussianNoise) else 0.0
+    # ||A||^2 / sigma^2 sets the number of implicit substeps (module docstring); only the implicit SDE step needs it.
+    lip = _opnorm_sq(op, device, dtype) / sigma**2 if implicit and sde and c > 0 and max_substeps > 1 else 0.0
+    step_residual = torch.zeros(N, dtype=torch.float64, device=device)
+    misfits, esses, resampled, cg_iterations, substeps = [], [], [], [], []
     for k in progress_steps(steps, progress, who):
         t, t_next = float(times[k]), float(times[k + 1])
         h, beta = t - t_next, float(betas[k])
@@ -232,16 +315,35 @@ def smc(
             probe = torch.randint(0, 2, (probes, N, *op.x_shape), device=device, generator=generator).to(dtype) * 2 - 1
         xi_corr = torch.randn((N, *op.x_shape), dtype=dtype, device=device, generator=generator) if corrector else None
         u = torch.rand(B, dtype=torch.float64, device=device, generator=generator)
+        n_sub = min(max_substeps, max(1, math.ceil(h * c * v2 * a_next * lip / _SUBSTEP_STIFFNESS)))
+        substeps.append(n_sub)
+        iterations = 0
 
         w_prev = torch.softmax(log_w, dim=1)
         x_new = torch.empty_like(x)
         x0_hat = torch.empty_like(x)
+        score_all = torch.empty_like(x) if implicit else x0_hat
+        nll_all = torch.empty(N, dtype=x.dtype, device=device)
         d_log_w = torch.empty(N, dtype=torch.float64, device=device)
         misfit = torch.empty(N, dtype=torch.float64, device=device)
         for rows in chunks(N, batch_size):
             xr = x[rows]
             x0_hat[rows] = denoise(prior, xr, t)
             score = schedule.score_from_x0(xr, x0_hat[rows], torch.full((xr.shape[0],), t, dtype=torch.float64))
+            if implicit:
+                assert isinstance(op, LinearOperator)
+                residual = op(xr) - y[item_of_row[rows]]
+                nll_all[rows] = 0.5 * item_dot(residual, residual) / sigma**2
+                misfit[rows] = item_norm(residual).double()
+                score_all[rows] = score
+                # The part of the rate that vanishes at c = 1/2 (lap is constant here and dropped); the transport
+                # part is the exact potential difference, added by the substeps below.
+                d_log_w[rows] = 0.0
+                if c != 0.5 and v2 > 0:
+                    grad_a = a * op.adjoint(noise.grad_nll(residual))  # type: ignore[union-attr]
+                    rate = (c - 0.5) * v2 * (item_dot(grad_a, grad_a) - item_dot(score, grad_a))
+                    d_log_w[rows] = h * rate.double()
+                continue
             nll, grad, lap, misfit[rows] = _potential(op, noise, y[item_of_row[rows]], xr, linear_gaussian,
                                                       None if probe is None else probe[:, rows])
             grad_a = a * grad
@@ -254,15 +356,57 @@ def smc(
                 rate = rate + (1 - c) * v2 * item_dot(score, grad_a)
             d_log_w[rows] = h * rate.double() - (a_next - a) * nll.double()
             x_new[rows] = xr + h * (drift_h - c * v2 * grad_a) + math.sqrt(v2 * h) * xi[rows]
+        if implicit:
+            # Substeps of the flow + implicit Langevin move with the score frozen at the step's start (module
+            # docstring); x_new holds the substep's state.
+            assert isinstance(op, LinearOperator)
+            x_new.copy_(x)
+            hs = h / n_sub
+            for j in range(n_sub):
+                a_from, a_to = a + (a_next - a) * j / n_sub, a + (a_next - a) * (j + 1) / n_sub
+                kappa = hs * c * v2 * a_to
+                xi_j = xi if j == 0 else torch.randn((N, *op.x_shape), dtype=dtype, device=device, generator=generator)
+                zeta = (randn_like_shape((N, *op.y_shape), dtype=y.dtype, device=device, generator=generator)
+                        if kappa > 0 else None)
+                substep_iterations = 0
+                for rows in chunks(N, batch_size):
+                    xr, yr, score = x_new[rows], y[item_of_row[rows]], score_all[rows]
+                    if j > 0:
+                        nll_all[rows] = _gaussian_nll(op, sigma, yr, xr)
+                    x_flow = xr + hs * 0.5 * beta * (xr + score)
+                    d_log_w[rows] -= a_to * _gaussian_nll(op, sigma, yr, x_flow).double() - a_from * nll_all[rows].double()
+                    base = x_flow + hs * 0.5 * v2 * score + math.sqrt(v2 * hs) * xi_j[rows]
+                    if zeta is None:
+                        x_new[rows] = base
+                        continue
+                    x_new[rows], res, its = _implicit_solve(op, sigma, yr, base, kappa, sigma / math.sqrt(2 * c * a_to),
+                                                            zeta[rows], cg_max_iter)
+                    step_residual[rows] = torch.maximum(step_residual[rows], res)
+                    substep_iterations = max(substep_iterations, its)
+                iterations += substep_iterations
         if corrector:
             assert xi_corr is not None
-            # Alg. 4: one unadjusted Langevin step that leaves Q(., t_next) (approximately) invariant.
+            # Alg. 4: one unadjusted Langevin step that leaves Q(., t_next) (approximately) invariant; implicit
+            # in the likelihood like the SDE move (kappa = delta, re-noised with sigma / sqrt(alpha')).
+            kappa = delta * a_next if implicit else 0.0
+            zeta = randn_like_shape((N, *op.y_shape), dtype=y.dtype, device=device, generator=generator) if kappa > 0 else None
+            corrector_iterations = 0
             for rows in chunks(N, batch_size):
-                xr = x_new[rows]
+                xr, yr = x_new[rows], y[item_of_row[rows]]
                 x0c = denoise(prior, xr, t_next)
                 score = schedule.score_from_x0(xr, x0c, torch.full((xr.shape[0],), t_next, dtype=torch.float64))
-                _, grad, _, _ = _potential(op, noise, y[item_of_row[rows]], xr, linear_gaussian, None)
-                x_new[rows] = xr + delta * (score - a_next * grad) + math.sqrt(2 * delta) * xi_corr[rows]
+                if zeta is None:
+                    _, grad, _, _ = _potential(op, noise, yr, xr, linear_gaussian, None)
+                    x_new[rows] = xr + delta * (score - a_next * grad) + math.sqrt(2 * delta) * xi_corr[rows]
+                    continue
+                assert isinstance(op, LinearOperator)
+                base = xr + delta * score + math.sqrt(2 * delta) * xi_corr[rows]
+                x_new[rows], res, its = _implicit_solve(op, sigma, yr, base, kappa, sigma / math.sqrt(a_next),
+                                                        zeta[rows], cg_max_iter)
+                step_residual[rows] = torch.maximum(step_residual[rows], res)
+                corrector_iterations = max(corrector_iterations, its)
+            iterations += corrector_iterations
+        cg_iterations.append(iterations)
         if not (bool(torch.isfinite(x_new).all()) and bool(torch.isfinite(d_log_w).all())):
             raise FloatingPointError(
                 f"{who}: particles or weights became non-finite at step {k} (t={t:.4g}): the explicit step is unstable; "
@@ -301,6 +445,9 @@ def smc(
         "ess": torch.stack(esses),
         "resampled": torch.stack(resampled),
         "cg_residual": cg_residual,
+        "step_residual": step_residual.view(B, K).amax(1),
+        "step_cg_iterations": torch.tensor(cg_iterations),
+        "substeps": torch.tensor(substeps),
     }
     return Reconstruction(x=mean, samples=x.view(B, K, *op.x_shape), log_weights=log_w, std=var.sqrt(),
                           diagnostics=diagnostics)
@@ -336,6 +483,12 @@ def _potential(op: Operator, noise: object, y: Tensor, x: Tensor, linear_gaussia
     return nll.detach(), grad.detach(), lap.detach(), item_norm(pred.detach() - y)
 
 
+def _gaussian_nll(op: LinearOperator, sigma: float, y: Tensor, x: Tensor) -> Tensor:
+    """``mu_y(x) = ||A x - y||^2 / (2 sigma^2)`` per row."""
+    residual = op(x) - y
+    return 0.5 * item_dot(residual, residual) / sigma**2
+
+
 def _perturb_and_map(op: LinearOperator, sigma: float, y: Tensor, z_y: Tensor, z_x: Tensor,
                      max_iter: int) -> tuple[Tensor, Tensor]:
     """One exact draw per row from ``N(P^{-1} A^T y / sigma^2, P^{-1})``, ``P = A^T A / sigma^2 + I / rho^2``.
@@ -346,6 +499,28 @@ def _perturb_and_map(op: LinearOperator, sigma: float, y: Tensor, z_y: Tensor, z
     rhs = op.adjoint(y + sigma * z_y) / sigma**2 + z_x / _RHO
     tol = 1e-10 if rhs.dtype == torch.float64 else 1e-5
     return cg_solve(lambda v: op.normal(v) / sigma**2 + v / _RHO**2, rhs, tol=tol, max_iter=max_iter)
+
+
+def _implicit_solve(op: LinearOperator, sigma: float, y: Tensor, base: Tensor, kappa: float, y_scale: float,
+                    zeta: Tensor, max_iter: int) -> tuple[Tensor, Tensor, int]:
+    """Backward-Euler likelihood step with a re-noised measurement, per row (module docstring).
+
+    Solves ``P x = base + kappa A^T (y + y_scale zeta) / sigma^2`` with ``P = I + kappa A^T A / sigma^2`` by
+    conjugate gradients on the correction from the warm start ``base`` (the move without the likelihood drift):
+    ``P (x - base) = kappa A^T (y~ - A base) / sigma^2``. Returns ``x``, the relative residual of that
+    correction per row and the CG iterations used (the most any row needed).
+    """
+    weight = kappa / sigma**2
+    calls = 0
+
+    def apply(v: Tensor) -> Tensor:
+        nonlocal calls
+        calls += 1
+        return v + weight * op.normal(v)
+
+    r0 = weight * op.adjoint(y + y_scale * zeta - op(base))
+    correction, res = cg_solve(apply, r0, tol=_STEP_TOL.get(r0.dtype, 1e-3), max_iter=max_iter)
+    return base + correction, res, calls
 
 
 def _systematic(w: Tensor, u: Tensor) -> Tensor:
