@@ -19,7 +19,7 @@ import torch
 from invdiff import metrics
 
 from .atomic import atomic_path, check_writable, refuse_inputs
-from .provenance import file_sha256, write_provenance
+from .provenance import write_provenance
 from .reconstruct import (
     IntensityWindow,
     build_operator,
@@ -241,9 +241,6 @@ def save_array(array: np.ndarray, path: Path, *, overwrite: bool) -> Path:
         np.save(handle, array)
     return path
 
-
-def input_hash(path: Path) -> str:
-    return file_sha256(sorted(p for p in path.rglob("*") if p.is_file())) if path.is_dir() else file_sha256(path)
 
 
 def evaluate_files(target: str | Path, estimate: str | Path, *, cube: bool = False) -> dict[str, float]:

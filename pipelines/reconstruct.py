@@ -16,7 +16,6 @@ Slices are reconstructed in batches of ``batch_size`` (bounded memory). Every ra
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -279,8 +278,3 @@ def simulate_slices(op: Operator, images: Tensor, noise_sigma: float, *, seed: i
     clean = op(images)
     return torch.cat([noise.sample(clean[s : s + 1], generator=generator_for(seed, 1, s)) for s in range(clean.shape[0])])
 
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
