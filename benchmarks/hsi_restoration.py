@@ -1,6 +1,6 @@
 """Hyperspectral restoration benchmark: DDS2M against classical baselines on synthetic-but-realistic cubes.
 
-    python benchmarks/hsi_restoration.py            # full run: 128 x 128 x 31 cubes -> benchmarks/RESULTS_hsi.md
+    python benchmarks/hsi_restoration.py            # full run: 128 x 128 x 31 cubes -> the "hsi" section of benchmarks/RESULTS.md
     python benchmarks/hsi_restoration.py --quick    # 64 x 64 x 31, fewer DDS2M steps -> runs/hsi_quick/
 
 Cubes: ``invdiff.hsi_data`` (real earthlib spectra mixed by abundances from real photographs; linear mixing,
@@ -20,9 +20,7 @@ Metrics: MPSNR and MSSIM (data range 1), SAM (degrees), wall time. One torch thr
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +34,9 @@ from invdiff.operators import GaussianNoise
 from invdiff.operators.hyperspectral import HyperspectralDenoising, HyperspectralSuperResolution, PixelCompletion
 from invdiff.operators.masking import random_pixel_mask
 from invdiff.samplers.dds2m import DDS2M_PRESETS, dds2m
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from results_file import hardware, update_section  # noqa: E402
 
 EVAL_SCENES = ("coffee", "astronaut", "chelsea")
 TUNE_SCENE = "rocket"
@@ -182,17 +183,6 @@ def slug(task: Task) -> str:
     return "_".join("".join(c if c.isascii() and c.isalnum() else " " for c in text).split())
 
 
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return (f"{cpu}; {os.cpu_count()} logical CPUs (shared with other jobs), torch {torch.__version__} with "
-            f"{torch.get_num_threads()} thread, Python {platform.python_version()}, {platform.system()}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="64 x 64 cubes and half the DDS2M steps")
@@ -246,15 +236,15 @@ def main(argv: list[str] | None = None) -> int:
         panel(rows, fig_dir / f"hsi_{slug(task)}.png")
         results.append((task, settings, table))
     total = time.perf_counter() - t_all
-    write_report(out_dir / "RESULTS_hsi.md", results, size, args, total, fig_dir)
-    print(f"\n# total {total / 60:.1f} min; wrote {out_dir / 'RESULTS_hsi.md'}", flush=True)
+    write_report(out_dir / "RESULTS.md", results, size, args, total, fig_dir)
+    print(f"\n# total {total / 60:.1f} min; wrote {out_dir / 'RESULTS.md'}", flush=True)
     return 0
 
 
 def write_report(path: pathlib.Path, results: list, size: int, args: argparse.Namespace, total: float,
                  fig_dir: pathlib.Path) -> None:
     lines = [
-        "# Hyperspectral restoration (synthetic linear-mixing cubes)",
+        "## Hyperspectral restoration (synthetic linear-mixing cubes)",
         "",
         f"Command: `python benchmarks/hsi_restoration.py{' --quick' if args.quick else ''}` "
         f"({size}×{size}×{args.bands} cubes; scenes {', '.join(args.scenes)}; total {total / 60:.1f} min).",
@@ -268,7 +258,7 @@ def write_report(path: pathlib.Path, results: list, size: int, args: argparse.Na
         "",
     ]
     for task, settings, table in results:
-        lines += [f"## {task.name}", "", f"Settings: {settings}", "",
+        lines += [f"### {task.name}", "", f"Settings: {settings}", "",
                   "| method | MPSNR ↑ | MSSIM ↑ | SAM ↓ | time (s) | MPSNR per scene |", "|---|---|---|---|---|---|"]
         for name, row in table.items():
             per = " / ".join(f"{v:.2f}" for v in row["mpsnr"])
@@ -278,7 +268,7 @@ def write_report(path: pathlib.Path, results: list, size: int, args: argparse.Na
     figs = sorted(p.name for p in fig_dir.glob("hsi_*.png"))
     lines += ["Figures (false colour ≈ 880/670/540 nm): " + ", ".join(f"`{fig_dir.name}/{f}`" for f in figs), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    update_section(path, "hsi", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ SAMPLERS: dict[str, Callable[..., samplers.Reconstruction]] = {
 # Defaults the pipeline uses for real scans, under any option the user gives. invdiff's RED-Diff data
 # term is the true likelihood ||A x - y||^2 / (2 sigma^2), so at scan noise levels (sigma ~ 0.02 in prior
 # space) its prior weight is far above the paper's 0.25, which weighs a mean-normalised data term
-# without sigma. Chosen on MNI validation slices (benchmarks/mri_reconstruction.py, RESULTS_mri.md).
+# without sigma. Chosen on MNI validation slices (benchmarks/mri_reconstruction.py, benchmarks/RESULTS.md).
 SAMPLER_PRESETS: dict[str, dict[str, object]] = {
     "red-diff": {"steps": 200, "lam": 300.0, "lr": 0.1},
     "smc": {"particles": 16, "steps": 100},
