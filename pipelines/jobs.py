@@ -3,6 +3,10 @@
 Each job checks every output path before any expensive work, computes everything, then writes
 each file atomically; inputs are never modified. Beside the main output it writes the standard
 deviation (when the sampler gives one), a PNG report and a provenance JSON.
+
+Scans (``reconstruct_scan``) are stacks of 2D slices reconstructed with a trained prior; hyperspectral
+cubes (``reconstruct_cube``, the ``hsi-*`` operators) are one image each, with the bands as channels,
+restored by a prior-free sampler (DDS2M).
 """
 
 from __future__ import annotations
@@ -17,21 +21,25 @@ import numpy as np
 import torch
 
 from invdiff import metrics
+from invdiff.operators import GaussianNoise
 
 from .atomic import atomic_path, check_writable, refuse_inputs
-from .provenance import write_provenance
+from .options import check_options
+from .provenance import file_sha256, write_provenance
 from .reconstruct import (
     IntensityWindow,
     build_operator,
+    check_pairing,
+    generator_for,
     prepare_problem,
     reconstruct_slices,
     resolve_device,
     simulate_slices,
 )
-from .registry import with_preset
-from .report import Panel, intensity_window, write_report
+from .registry import CUBE_OPERATORS, SAMPLERS, sampler_arguments, with_preset
+from .report import Panel, false_colour, false_colour_bands, intensity_window, write_report
 
-__all__ = ["JobResult", "derived_path", "reconstruct_scan"]
+__all__ = ["CubeResult", "JobResult", "derived_path", "reconstruct_cube", "reconstruct_scan", "restore_cube"]
 
 _SCAN_SUFFIXES = (".nii.gz", ".nii", ".npy", ".h5", ".hdf5")
 
@@ -95,6 +103,7 @@ def reconstruct_scan(
     start = time.perf_counter()
     input_path, output = Path(input_path), Path(output)
     operator_options, sampler_options = dict(operator_options or {}), dict(sampler_options or {})
+    _check_scan_pairing(operator, sampler)
     torch_device = resolve_device(device)
     scan = load_scan(input_path, volume_index=volume_index)
     paths = _planned_outputs(output, with_std=True)
@@ -173,6 +182,7 @@ def reconstruct_volume(
     ``prior`` is a shipped name, a checkpoint path, or a loaded prior."""
     from invdiff.priors import load_prior
 
+    _check_scan_pairing(operator, sampler)
     array = np.asarray(array)
     if array.ndim != 3 or min(array.shape) < 1:
         raise ValueError(f"array must be a stack of 2D slices (S, H, W), got shape {array.shape}")
@@ -194,6 +204,12 @@ def reconstruct_volume(
     scores = {"reconstruction": evaluate_arrays(truth, recon), "pseudo_inverse": evaluate_arrays(truth, pinv)}
     return VolumeResult(recon, std, pinv, scores, window, result.diagnostics, type(op).__name__,
                         dict(getattr(network_prior, "provenance", {})))
+
+
+def _check_scan_pairing(operator: str, sampler: str) -> None:
+    check_pairing(operator, sampler)
+    if operator in CUBE_OPERATORS:
+        raise ValueError(f"operator {operator!r} works on hyperspectral cubes; use reconstruct_cube (or restore_cube) for them")
 
 
 def _planned_outputs(output: Path, *, with_std: bool) -> dict[str, Path]:
@@ -244,10 +260,16 @@ def save_array(array: np.ndarray, path: Path, *, overwrite: bool) -> Path:
 
 
 def evaluate_files(target: str | Path, estimate: str | Path, *, cube: bool = False) -> dict[str, float]:
-    """Metrics of ``estimate`` against ``target`` (any format ``load_scan`` reads; cubes as NPY (bands, H, W))."""
+    """Metrics of ``estimate`` against ``target`` (any format ``load_scan`` reads; with ``cube`` any format
+    ``invdiff.cube_io`` reads, each in its own convention: NPY/TIFF (bands, H, W), MAT/ENVI (H, W, bands))."""
     from .io import load_scan
 
-    truth, est = load_scan(Path(target)).array, load_scan(Path(estimate)).array
+    if cube:
+        from invdiff.cube_io import load_cube
+
+        truth, est = (load_cube(Path(p), check_layout=False).numpy() for p in (target, estimate))
+    else:
+        truth, est = load_scan(Path(target)).array, load_scan(Path(estimate)).array
     if truth.shape != est.shape:
         raise ValueError(f"estimate has shape {est.shape}; the target has shape {truth.shape}")
     scores = evaluate_arrays(truth.astype(np.float64), est.astype(np.float64))
@@ -378,6 +400,7 @@ def reconstruct_kspace(
     kspace_path, output = Path(kspace_path), Path(output)
     if not output.name.lower().endswith((".npy", ".nii", ".nii.gz")):
         raise ValueError(f"output {output.name!r} must end with .npy, .nii or .nii.gz for k-space input")
+    check_pairing("mri", sampler)
     torch_device = resolve_device(device)
     data = load_kspace(kspace_path, mask_path)
     if data.mask is None:
@@ -448,3 +471,241 @@ def _save_plain(array: np.ndarray, path: Path, overwrite: bool) -> Path:
     with atomic_path(path, overwrite=overwrite) as tmp:
         nib.save(image, str(tmp))
     return path
+
+
+# ---- hyperspectral cubes -------------------------------------------------------------------------------
+CUBE_SUFFIXES = (".npy", ".mat", ".tif", ".tiff", ".hdr")
+_HWC_FORMATS = (".mat", ".hdr")  # stored (H, W, bands) by convention (invdiff.cube_io); the others (bands, H, W)
+_LAYOUT_NAMES = {"chw": "(bands, H, W)", "hwc": "(H, W, bands)"}
+# Options the pipeline passes to samplers itself (as in pipelines.reconstruct); users cannot set them.
+_RESERVED_CUBE_OPTIONS = ("noise", "generator", "callback", "progress")
+
+
+@dataclass
+class CubeResult:
+    """A restored cube ``(bands, H, W)`` in the input's units, with what produced it."""
+
+    restored: np.ndarray
+    measurement: np.ndarray  # y in the input's units (the cube's shape for denoising/completion, smaller for SR)
+    pseudo_inverse: np.ndarray
+    metrics: dict[str, dict[str, float]]
+    window: IntensityWindow
+    sampler_options: dict[str, Any]
+    diagnostics: dict[str, Any]
+    operator_type: str
+
+
+def evaluate_cube(truth: np.ndarray, estimate: np.ndarray, *, scale: float = 1.0) -> dict[str, float]:
+    """MPSNR, MSSIM (data range = the truth's maximum), SAM in degrees, and ERGAS where every band's mean is non-zero."""
+    scores = {"mpsnr": metrics.mpsnr(truth, estimate), "mssim": metrics.mssim(truth, estimate),
+              "sam": metrics.sam(truth, estimate)}
+    if np.all(truth.mean(axis=(1, 2)) != 0):
+        scores["ergas"] = metrics.ergas(truth, estimate, scale=scale)
+    return scores
+
+
+def restore_cube(
+    cube: np.ndarray,
+    *,
+    operator: str = "hsi-denoising",
+    operator_options: Mapping[str, Any] | None = None,
+    sampler: str = "dds2m",
+    sampler_options: Mapping[str, Any] | None = None,
+    noise_sigma: float = 0.01,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> CubeResult:
+    """Simulate ``operator`` measurements of a cube ``(bands, H, W)`` and restore it with a prior-free sampler.
+
+    The cube is one image with the bands as channels. Units: ``u = (v - low) / (high - low)`` with
+    ``low = min(0, min v)`` and ``high`` the maximum (``IntensityWindow.of_cube``), so ``noise_sigma`` is a fraction
+    of the cube's maximum. Random streams as in ``pipelines.reconstruct``: the operator's parameters from stream
+    ``0``, the noise from ``(1, 0)``, the sampler from ``(2, 0)``. ``progress(step, steps)`` follows the sampler.
+    """
+    check_pairing(operator, sampler)
+    if operator not in CUBE_OPERATORS:
+        raise ValueError(f"restore_cube needs an hsi operator ({', '.join(sorted(CUBE_OPERATORS))}), got {operator!r}")
+    cube = np.asarray(cube)
+    if cube.ndim != 3:
+        raise ValueError(f"cube must be (bands, H, W), got shape {cube.shape}")
+    if not np.isfinite(cube).all():
+        raise ValueError("the cube contains NaN or Inf")
+    operator_options, sampler_options = dict(operator_options or {}), dict(sampler_options or {})
+    sampler_fn = SAMPLERS[sampler]
+    check_options(sampler_fn, sampler_options, owner=f"sampler {sampler!r}", reserved=_RESERVED_CUBE_OPTIONS)
+    effective = with_preset(sampler, sampler_options, operator=operator)
+    arguments = sampler_arguments(sampler, effective)
+    torch_device = torch.device(device)
+    window = IntensityWindow.of_cube(cube)
+    truth = cube.astype(np.float64)
+    u = torch.from_numpy(window.to_data(truth)).float()[None]  # (1, bands, H, W)
+    op = build_operator(operator, operator_options, tuple(u.shape[1:]), seed=seed)
+    y = simulate_slices(op, u, noise_sigma, seed=seed)
+    pinv = op.pinv(y)
+
+    def step_callback(info: Mapping[str, Any]) -> None:
+        if progress is not None and info.get("item", 0) == 0:
+            progress(int(info["step"]) + 1, int(info["steps"]))
+
+    result = sampler_fn(
+        None, op.to(torch_device), y.to(torch_device), noise=GaussianNoise(float(noise_sigma)),
+        generator=generator_for(seed, 2, 0, device=torch_device), callback=step_callback, **arguments,
+    )
+    restored = window.to_scan(result.x[0].detach().cpu().double().numpy()).astype(np.float32)
+    pseudo_inverse = window.to_scan(pinv[0].double().numpy()).astype(np.float32)
+    measurement = window.to_scan(y[0].double().numpy()).astype(np.float32)
+    scale = float(getattr(op, "factor", (1,))[0])
+    scores = {"reconstruction": evaluate_cube(truth, restored.astype(np.float64), scale=scale),
+              "pseudo_inverse": evaluate_cube(truth, pseudo_inverse.astype(np.float64), scale=scale)}
+    diagnostics = {"nfe": float(result.diagnostics.get("nfe", 0)), "sampler_wall_s": float(result.diagnostics.get("wall_s", 0.0))}
+    if "misfit" in result.diagnostics:
+        diagnostics["final_misfit_data_units"] = float(result.diagnostics["misfit"][-1, 0])
+    return CubeResult(restored, measurement, pseudo_inverse, scores, window, effective, diagnostics, type(op).__name__)
+
+
+def _cube_suffix(path: Path) -> str:
+    return path.suffix.lower()
+
+
+def _cube_sources(path: Path) -> list[Path]:
+    """The files a cube is read from: the file itself, and for ENVI the data file beside the header."""
+    if _cube_suffix(path) != ".hdr":
+        return [path]
+    data = [path.with_suffix(ext) for ext in ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip")]
+    return [path, *(p for p in data if p.is_file())]
+
+
+def load_input_cube(path: Path, *, operator: str, layout: str | None, variable: str | None) -> np.ndarray:
+    """Read INPUT as a cube ``(bands, H, W)`` for ``operator``; every failure is a one-line ``ValueError``.
+
+    Without an explicit ``layout`` a cube with more bands than pixels per side is refused as probably transposed
+    (the check of ``invdiff.cube_io``); an explicit layout is trusted.
+    """
+    from invdiff.cube_io import load_cube
+
+    suffix = _cube_suffix(path)
+    if path.is_dir() or suffix not in CUBE_SUFFIXES:
+        raise ValueError(
+            f"operator {operator!r} restores hyperspectral cubes: INPUT must be a cube file (.npy (bands, H, W), .mat, "
+            f".tif/.tiff or ENVI .hdr), got {path.name!r}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"input {path} does not exist")
+    try:
+        cube = load_cube(path, layout=layout, variable=variable, check_layout=False).numpy()  # type: ignore[arg-type]
+    except ValueError as err:
+        message = str(err).replace("pass variable= to choose one", "pass --cube-variable NAME (variable=) to choose one")
+        raise ValueError(f"operator {operator!r} needs a hyperspectral cube (bands, H, W): {message}") from None
+    if layout is None and cube.shape[0] > min(cube.shape[1:]):
+        stored = "hwc" if suffix in _HWC_FORMATS else "chw"
+        other = "chw" if stored == "hwc" else "hwc"
+        raise ValueError(
+            f"cube {path.name!r} read as (bands, H, W) = {cube.shape} has more bands than pixels per side; its axes "
+            f"look like {_LAYOUT_NAMES[other]}, not {_LAYOUT_NAMES[stored]}: pass --cube-layout {other} "
+            f"(layout={other!r}), or --cube-layout {stored} if {cube.shape} is right"
+        )
+    return cube
+
+
+def reconstruct_cube(
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    operator: str = "hsi-denoising",
+    operator_options: Mapping[str, Any] | None = None,
+    sampler: str = "dds2m",
+    sampler_options: Mapping[str, Any] | None = None,
+    noise_sigma: float = 0.01,
+    seed: int = 0,
+    device: str = "auto",
+    layout: str | None = None,
+    variable: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> JobResult:
+    """Retrospective restoration of a hyperspectral cube file (``invdiff reconstruct`` with an ``hsi-*`` operator).
+
+    Reads INPUT with ``invdiff.cube_io`` (``.npy`` (bands, H, W), ``.mat``, ``.tif``/``.tiff``, ENVI ``.hdr``) as one
+    image with the bands as channels, simulates the measurement, restores it with ``sampler`` (see ``restore_cube``),
+    evaluates against the cube and writes the restored cube (float32, the input's units) in the format of the output's
+    suffix, plus ``*_report.png`` (false colour) and ``*_provenance.json``. ``layout`` (``"chw"``/``"hwc"``) is the axis
+    order of the input and output files (default: each format's convention); ``variable`` the MATLAB variable to read
+    (and the one written; default ``cube``).
+    """
+    from invdiff.cube_io import save_cube
+
+    start = time.perf_counter()
+    input_path, output = Path(input_path), Path(output)
+    check_pairing(operator, sampler)
+    if operator not in CUBE_OPERATORS:
+        raise ValueError(f"reconstruct_cube needs an hsi operator ({', '.join(sorted(CUBE_OPERATORS))}), got {operator!r}")
+    if layout not in (None, "chw", "hwc"):
+        raise ValueError(f"layout must be 'chw' (bands, H, W) or 'hwc' (H, W, bands), got {layout!r}")
+    if _cube_suffix(output) not in CUBE_SUFFIXES:
+        raise ValueError(
+            f"output {output.name!r}: restored cubes are written as .npy (bands, H, W), .mat, .tif/.tiff or ENVI .hdr"
+        )
+    torch_device = resolve_device(device)
+    cube = load_input_cube(input_path, operator=operator, layout=layout, variable=variable)
+    sources = _cube_sources(input_path)
+    stem = output.name[: -len(output.suffix)]
+    cube_files = [output] + ([output.with_suffix(".img")] if _cube_suffix(output) == ".hdr" else [])  # ENVI: + data
+    paths = {"report": output.with_name(f"{stem}_report.png"), "provenance": output.with_name(f"{stem}_provenance.json")}
+    for path in [*cube_files, *paths.values()]:
+        check_writable(path, overwrite=overwrite)
+        refuse_inputs(path, sources)
+
+    restored = restore_cube(
+        cube, operator=operator, operator_options=operator_options, sampler=sampler, sampler_options=sampler_options,
+        noise_sigma=noise_sigma, seed=seed, device=torch_device, progress=progress,
+    )
+    written: dict[str, list[Path]] = {}
+    save_cube(restored.restored, output, overwrite=overwrite, layout=layout, variable=variable or "cube",  # type: ignore[arg-type]
+              check_layout=False)
+    written["reconstruction"] = cube_files
+    written["report"] = [_write_cube_report(paths["report"], cube, restored, operator, sampler, overwrite)]
+    record = {
+        "command": "reconstruct",
+        "mode": "retrospective",
+        "input": {"path": str(input_path), "kind": f"cube-{_cube_suffix(input_path).lstrip('.')}", "sha256": file_sha256(sources),
+                  "shape": list(cube.shape), "layout": layout or ("hwc" if _cube_suffix(input_path) in _HWC_FORMATS else "chw"),
+                  "variable": variable},
+        "operator": {"name": operator, "options": dict(operator_options or {}), "type": restored.operator_type},
+        "noise": {"model": "gaussian", "sigma_data_units": noise_sigma},
+        "sampler": {"name": sampler, "options": restored.sampler_options, "diagnostics": restored.diagnostics},
+        "prior": {"name": None, "reason": f"{sampler} needs no trained prior (it fits untrained networks to the cube)"},
+        "intensity_window": {"low": restored.window.low, "high": restored.window.high},
+        "seed": seed,
+        "metrics": restored.metrics,
+        "outputs": {k: [str(p) for p in v] for k, v in written.items()},
+        "seconds": time.perf_counter() - start,
+    }
+    written["provenance"] = [write_provenance(paths["provenance"], record, device=torch_device, overwrite=overwrite)]
+    return JobResult(written, restored.metrics, time.perf_counter() - start)
+
+
+def _write_cube_report(path: Path, truth: np.ndarray, result: CubeResult, operator: str, sampler: str,
+                       overwrite: bool) -> Path:
+    """False-colour panels (truth, measurement, restored; one band triple, one window) and the mean |error| map."""
+    bands = false_colour_bands(truth.shape[0])
+    truth_rgb = false_colour(truth, bands)
+    window = intensity_window(truth_rgb)
+    y = result.measurement
+    if y.shape[0] == truth.shape[0]:  # denoising, completion, super-resolution: the same bands, maybe fewer pixels
+        degraded = Panel(f"degraded ({operator})", false_colour(y, bands), window, colormap="rgb")
+    elif y.shape[0] == 3:  # spectral response: the three channels as they are
+        degraded = Panel(f"degraded ({operator})", np.moveaxis(y, 0, -1), None, colormap="rgb")
+    else:
+        degraded = Panel(f"degraded ({operator}, mean)", y.mean(axis=0))
+    error = np.abs(result.restored.astype(np.float64) - truth).mean(axis=0)
+    panels = [
+        Panel(f"truth (bands {bands[0]}/{bands[1]}/{bands[2]} as RGB)", truth_rgb, window, colormap="rgb"),
+        degraded,
+        Panel(f"restored ({sampler})", false_colour(result.restored, bands), window, colormap="rgb"),
+        Panel("|error|, mean over bands", error, (0.0, max(float(np.percentile(error, 99.5)), 1e-12)), colormap="hot"),
+    ]
+    rec, base = result.metrics["reconstruction"], result.metrics["pseudo_inverse"]
+    caption = (f"MPSNR {rec['mpsnr']:.2f} dB (pseudo-inverse {base['mpsnr']:.2f})   MSSIM {rec['mssim']:.3f} "
+               f"({base['mssim']:.3f})   SAM {rec['sam']:.2f} deg ({base['sam']:.2f})")
+    return write_report(panels, path, caption=caption, overwrite=overwrite)

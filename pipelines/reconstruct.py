@@ -28,11 +28,12 @@ from invdiff.operators import CenterCrop, GaussianNoise, LinearOperator, Operato
 from invdiff.samplers import Reconstruction
 
 from .options import check_options, keyword_options, lookup
-from .registry import OPERATORS, SAMPLERS, with_preset
+from .registry import CUBE_OPERATORS, CUBE_SAMPLERS, OPERATORS, SAMPLERS, with_preset
 
 __all__ = [
     "IntensityWindow",
     "SliceResult",
+    "check_pairing",
     "derived_seed",
     "prepare_problem",
     "reconstruct_slices",
@@ -86,6 +87,16 @@ class IntensityWindow:
             raise ValueError(f"the image is constant ({low}); nothing to reconstruct")
         return cls(low, high)
 
+    @classmethod
+    def of_cube(cls, values: np.ndarray) -> IntensityWindow:
+        """``low = min(0, min v)``, ``high`` = the maximum: cube samplers (DDS2M) restore values in ``[0, 1]`` and
+        clip their output there, so the whole range must map inside it (a percentile would clip highlights)."""
+        values = np.asarray(values, dtype=np.float64)
+        low, high = min(0.0, float(values.min())), float(values.max())
+        if not high > low:
+            raise ValueError(f"the cube is constant ({low}); nothing to restore")
+        return cls(low, high)
+
     def to_data(self, v: np.ndarray) -> np.ndarray:
         return (v - self.low) / (self.high - self.low)
 
@@ -95,6 +106,27 @@ class IntensityWindow:
     @property
     def width(self) -> float:
         return self.high - self.low
+
+
+def check_pairing(operator: str, sampler: str) -> None:
+    """Refuse operator/sampler pairs that cannot work, before any data or prior is loaded.
+
+    Hyperspectral operators (``hsi-*``) measure cubes, for which no trained prior ships, so they need a prior-free
+    cube sampler (``dds2m``); that sampler needs an operator on cubes with a closed-form SVD.
+    """
+    lookup(OPERATORS, operator, "operator")
+    lookup(SAMPLERS, sampler, "sampler")
+    cube_operators = ", ".join(sorted(CUBE_OPERATORS))
+    if sampler in CUBE_SAMPLERS and operator not in CUBE_OPERATORS:
+        raise ValueError(
+            f"sampler {sampler!r} restores hyperspectral cubes; it needs an hsi operator ({cube_operators}), "
+            f"got operator {operator!r}"
+        )
+    if operator in CUBE_OPERATORS and sampler not in CUBE_SAMPLERS:
+        raise ValueError(
+            f"operator {operator!r} measures hyperspectral cubes, for which no trained prior ships; use the prior-free "
+            f"sampler {' or '.join(sorted(CUBE_SAMPLERS))}, got sampler {sampler!r}"
+        )
 
 
 def build_operator(name: str, options: Mapping[str, Any], shape: tuple[int, ...], *, seed: int) -> Operator:

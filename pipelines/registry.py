@@ -5,25 +5,34 @@ Builders take the image shape ``(C, *spatial)`` of one slice or volume, a genera
 random parameters, and keyword-only options (checked against the signature, so unknown options
 raise). Images here are real: MRI builders measure a real image through ``RealAsComplexChannels``
 unless the prior has two (real, imaginary) channels.
+
+Hyperspectral operators (``hsi-*``, listed in ``CUBE_OPERATORS``) take a whole cube ``(bands, H, W)``
+as one image with the bands as channels. No trained cube prior ships, so they pair only with the
+prior-free samplers of ``CUBE_SAMPLERS`` (DDS2M), and those only with them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from invdiff import samplers
 from invdiff.operators import (
+    BandCompletion,
     BicubicDownsampling,
     Blur,
     BoxDownsampling,
+    HyperspectralDenoising,
+    HyperspectralSuperResolution,
     Inpainting,
     MulticoilMRI,
     Operator,
+    PixelCompletion,
     RealAsComplexChannels,
     SinglecoilMRI,
+    SpectralResponse,
     birdcage_maps,
     box_mask,
     brush_stroke_mask,
@@ -35,8 +44,19 @@ from invdiff.operators import (
     random_column_mask,
     random_pixel_mask,
 )
+from invdiff.operators.hyperspectral import camera_rgb_srf, cie_xyz_srf
+from invdiff.vs2m import CPU_SPATIAL, PAPER_SPATIAL, SpatialConfig
 
-__all__ = ["OPERATORS", "SAMPLERS", "SAMPLER_PRESETS", "kspace_mask", "with_preset"]
+__all__ = [
+    "CUBE_OPERATORS",
+    "CUBE_SAMPLERS",
+    "OPERATORS",
+    "SAMPLERS",
+    "SAMPLER_PRESETS",
+    "kspace_mask",
+    "sampler_arguments",
+    "with_preset",
+]
 
 MaskKind = Literal["random", "equispaced", "poisson"]
 
@@ -148,18 +168,115 @@ def build_super_resolution(
     raise ValueError(f"method must be 'box' or 'bicubic', got {method!r}")
 
 
+def _cube_shape(shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
+    """Hyperspectral builders need ``(bands, H, W)`` with several bands (a 1-channel image is not a cube)."""
+    if len(shape) != 3 or shape[0] < 2:
+        raise ValueError(f"operator {name!r} needs a hyperspectral cube (bands >= 2, H, W), got image shape {tuple(shape)}")
+    return (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+def _missing_rate(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"missing_rate must be a number in [0, 1) (share of entries missing), got {value!r}")
+    return float(value)
+
+
+def build_hsi_denoising(shape: tuple[int, ...], *, generator: torch.Generator) -> Operator:
+    """Hyperspectral denoising: the identity on the cube (the noise comes from ``--noise-sigma``)."""
+    return HyperspectralDenoising(_cube_shape(shape, "hsi-denoising"))
+
+
+def build_hsi_completion(
+    shape: tuple[int, ...],
+    *,
+    missing_rate: float = 0.5,
+    mode: Literal["voxels", "pixels", "bands"] = "voxels",
+    missing_bands: list[int] | None = None,
+    generator: torch.Generator,
+) -> Operator:
+    """Cube completion: a random ``missing_rate`` of single voxels, of whole pixels (all bands), or of whole
+    bands (``mode="bands"``; or exactly the band indices ``missing_bands``)."""
+    cube = _cube_shape(shape, "hsi-completion")
+    rate = _missing_rate(missing_rate)
+    if missing_bands is not None and mode != "bands":
+        raise ValueError(f"missing_bands needs mode='bands', got mode={mode!r}")
+    if mode == "voxels":
+        return PixelCompletion(cube, random_pixel_mask(cube, 1 - rate, generator=generator))
+    if mode == "pixels":
+        return PixelCompletion(cube, random_pixel_mask(cube[1:], 1 - rate, generator=generator))
+    if mode != "bands":
+        raise ValueError(f"mode must be 'voxels', 'pixels' or 'bands', got {mode!r}")
+    if missing_bands is None:
+        count = round(rate * cube[0])
+        if count >= cube[0]:
+            raise ValueError(f"missing_rate {rate} removes all {cube[0]} bands; at least one band must be observed")
+        missing_bands = sorted(torch.randperm(cube[0], generator=generator)[:count].tolist())
+    return BandCompletion(cube, missing_bands)
+
+
+def build_hsi_super_resolution(
+    shape: tuple[int, ...], *, factor: int = 4, blur_sigma: float | None = None, generator: torch.Generator
+) -> Operator:
+    """Spatial super-resolution: per-band Gaussian blur (``blur_sigma``; default FWHM = ``factor`` pixels), then
+    decimation by ``factor``; H and W must be multiples of ``factor``."""
+    return HyperspectralSuperResolution(_cube_shape(shape, "hsi-super-resolution"), factor, blur_sigma)
+
+
+def build_hsi_spectral_response(
+    shape: tuple[int, ...],
+    *,
+    response: Literal["camera-rgb", "cie-xyz"] = "camera-rgb",
+    wavelengths: list[float] | tuple[float, ...] = (400.0, 700.0),
+    generator: torch.Generator,
+) -> Operator:
+    """Spectral response to 3 channels (a typical RGB camera, or CIE 1931 XYZ); ``wavelengths`` are the cube's
+    band centres in nm, one per band or ``[first, last]`` for evenly spaced bands (default 400-700 nm)."""
+    cube = _cube_shape(shape, "hsi-spectral-response")
+    if not isinstance(wavelengths, (list, tuple)) or not all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) for w in wavelengths
+    ):
+        raise ValueError(f"wavelengths must be a list of band centres in nm, got {wavelengths!r}")
+    if len(wavelengths) not in (2, cube[0]):
+        raise ValueError(
+            f"wavelengths has {len(wavelengths)} values but the cube has {cube[0]} bands; "
+            "give one band centre per band or [first, last] in nm"
+        )
+    if len(wavelengths) == 2:  # [first, last]: evenly spaced band centres
+        centres = torch.linspace(float(wavelengths[0]), float(wavelengths[1]), cube[0], dtype=torch.float64)
+    else:
+        centres = torch.as_tensor(wavelengths, dtype=torch.float64)
+    if response == "camera-rgb":
+        srf = camera_rgb_srf(centres)
+    elif response == "cie-xyz":
+        srf = cie_xyz_srf(centres)
+    else:
+        raise ValueError(f"response must be 'camera-rgb' or 'cie-xyz', got {response!r}")
+    return SpectralResponse(srf, cube[1:])
+
+
 OPERATORS: dict[str, Callable[..., Operator]] = {
     "mri": build_mri,
     "mri-multicoil": build_mri_multicoil,
     "inpainting": build_inpainting,
     "blur": build_blur,
     "super-resolution": build_super_resolution,
+    "hsi-denoising": build_hsi_denoising,
+    "hsi-completion": build_hsi_completion,
+    "hsi-super-resolution": build_hsi_super_resolution,
+    "hsi-spectral-response": build_hsi_spectral_response,
 }
+
+# Operators on whole hyperspectral cubes (bands, H, W): the CLI reads their input with invdiff.cube_io.
+CUBE_OPERATORS: frozenset[str] = frozenset(name for name in OPERATORS if name.startswith("hsi-"))
 
 SAMPLERS: dict[str, Callable[..., samplers.Reconstruction]] = {
     "red-diff": samplers.red_diff,
     "smc": samplers.smc,
+    "dds2m": samplers.dds2m,
 }
+
+# Samplers that restore cubes without a trained prior (they fit untrained networks to each measurement).
+CUBE_SAMPLERS: frozenset[str] = frozenset({"dds2m"})
 
 # Defaults the pipeline uses for real scans, under any option the user gives. invdiff's RED-Diff data
 # term is the true likelihood ||A x - y||^2 / (2 sigma^2), so at scan noise levels (sigma ~ 0.02 in prior
@@ -168,9 +285,48 @@ SAMPLERS: dict[str, Callable[..., samplers.Reconstruction]] = {
 SAMPLER_PRESETS: dict[str, dict[str, object]] = {
     "red-diff": {"steps": 200, "lam": 300.0, "lr": 0.1},
     "smc": {"particles": 16, "steps": 100},
+    # What every DDS2M task shares; the per-operator presets below add the schedule length and the etas.
+    "dds2m": {"steps": 800, "lr": 5e-3},
+}
+
+# Presets of a sampler for one operator, over its general preset: DDS2M's per-task CPU settings, chosen on the
+# held-out scene of benchmarks/hsi_restoration.py (invdiff.samplers.dds2m.DDS2M_PRESETS). Band completion and
+# spectral response were not tuned; they take completion's settings (both leave a null space to fill).
+OPERATOR_SAMPLER_PRESETS: dict[tuple[str, str], dict[str, object]] = {
+    ("dds2m", "hsi-denoising"): samplers.DDS2M_PRESETS["denoising"],
+    ("dds2m", "hsi-completion"): samplers.DDS2M_PRESETS["completion"],
+    ("dds2m", "hsi-super-resolution"): samplers.DDS2M_PRESETS["super_resolution"],
+    ("dds2m", "hsi-spectral-response"): samplers.DDS2M_PRESETS["completion"],
 }
 
 
-def with_preset(name: str, options: dict[str, object]) -> dict[str, object]:
-    """The preset of sampler ``name`` overridden by ``options``."""
-    return {**SAMPLER_PRESETS.get(name, {}), **options}
+def with_preset(name: str, options: dict[str, object], *, operator: str | None = None) -> dict[str, object]:
+    """The preset of sampler ``name`` (for ``operator``, where it has one) overridden by ``options``."""
+    return {**SAMPLER_PRESETS.get(name, {}), **OPERATOR_SAMPLER_PRESETS.get((name, operator or ""), {}), **options}
+
+
+_SPATIAL_CONFIGS = {"cpu": CPU_SPATIAL, "paper": PAPER_SPATIAL}
+
+
+def _spatial_config(value: object) -> SpatialConfig:
+    """DDS2M's ``spatial`` option from text: ``cpu``, ``paper`` or ``{"channels": [...], "skip_channels": [...],
+    "kernels": [...]}`` (one entry per U-Net level)."""
+    if isinstance(value, SpatialConfig):
+        return value
+    if isinstance(value, str) and value in _SPATIAL_CONFIGS:
+        return _SPATIAL_CONFIGS[value]
+    fields = ("channels", "skip_channels", "kernels")
+    if isinstance(value, dict) and set(value) == set(fields) and all(isinstance(value[f], list) for f in fields):
+        return SpatialConfig(*(tuple(value[f]) for f in fields))
+    raise ValueError(
+        f"spatial must be 'cpu', 'paper' or {{\"channels\": [...], \"skip_channels\": [...], \"kernels\": [...]}}, got {value!r}"
+    )
+
+
+# Sampler options whose values arrive as text or JSON (CLI, bundle configs) but that the sampler takes as objects.
+_OPTION_CONVERTERS: dict[tuple[str, str], Callable[[object], object]] = {("dds2m", "spatial"): _spatial_config}
+
+
+def sampler_arguments(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (after ``with_preset``) as sampler ``name`` takes them (e.g. ``spatial="paper"`` -> a SpatialConfig)."""
+    return {k: _OPTION_CONVERTERS[(name, k)](v) if (name, k) in _OPTION_CONVERTERS else v for k, v in options.items()}

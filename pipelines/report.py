@@ -3,6 +3,7 @@
 Pillow (a dependency of scikit-image) draws it, so the CLI needs no plotting library.
 Each panel is windowed to its own 0.5-99.5 percentile range unless it shares a window with the
 reference (the truth, the measurement and the reconstruction share one, so they compare fairly).
+Hyperspectral cubes are shown in false colour: three of their bands as red, green and blue.
 """
 
 from __future__ import annotations
@@ -15,15 +16,35 @@ import numpy as np
 
 from .atomic import atomic_path
 
-__all__ = ["Panel", "write_report"]
+__all__ = ["Panel", "false_colour", "false_colour_bands", "write_report"]
 
 
 @dataclass(frozen=True)
 class Panel:
     title: str
-    image: np.ndarray  # 2D
+    image: np.ndarray  # 2D, or (H, W, 3) with colormap "rgb"
     window: tuple[float, float] | None = None  # (low, high); None: own percentile window
-    colormap: str = "gray"  # "gray" or "hot" (uncertainty/error maps)
+    colormap: str = "gray"  # "gray", "hot" (uncertainty/error maps) or "rgb" (false-colour cubes)
+
+
+def false_colour_bands(bands: int) -> tuple[int, int, int]:
+    """The band indices shown as red, green and blue: at 85 %, 50 % and 15 % of the band axis.
+
+    A cube file carries no wavelengths in general, so the choice is by position; for the usual 400-700 nm cubes
+    (CAVE, ICVL, Harvard) these are about 655, 550 and 445 nm, close to natural colour.
+    """
+    if bands < 1:
+        raise ValueError(f"bands must be >= 1, got {bands}")
+    red, green, blue = (round(f * (bands - 1)) for f in (0.85, 0.5, 0.15))
+    return red, green, blue
+
+
+def false_colour(cube: np.ndarray, bands: tuple[int, int, int]) -> np.ndarray:
+    """``(H, W, 3)`` image of the cube ``(bands, H, W)`` with ``bands`` (red, green, blue) as its channels."""
+    cube = np.asarray(cube)
+    if cube.ndim != 3:
+        raise ValueError(f"false_colour needs a cube (bands, H, W), got shape {cube.shape}")
+    return np.stack([cube[b] for b in bands], axis=-1)
 
 
 def intensity_window(image: np.ndarray) -> tuple[float, float]:
@@ -35,16 +56,20 @@ def _to_rgb(panel: Panel, size: int) -> np.ndarray:
     from PIL import Image
 
     image = np.asarray(panel.image, dtype=np.float64)
-    if image.ndim != 2:
-        raise ValueError(f"report panel {panel.title!r} must be 2D, got shape {image.shape}")
+    rgb_panel = panel.colormap == "rgb"
+    if (image.ndim, image.shape[2:]) != ((3, (3,)) if rgb_panel else (2, ())):
+        expected = "(H, W, 3)" if rgb_panel else "2D"
+        raise ValueError(f"report panel {panel.title!r} must be {expected}, got shape {image.shape}")
     low, high = panel.window or intensity_window(image)
     scaled = np.clip((image - low) / (high - low), 0, 1)
-    if panel.colormap == "hot":
+    if rgb_panel:
+        rgb = scaled
+    elif panel.colormap == "hot":
         rgb = np.stack([np.clip(3 * scaled, 0, 1), np.clip(3 * scaled - 1, 0, 1), np.clip(3 * scaled - 2, 0, 1)], -1)
     else:
         rgb = np.repeat(scaled[..., None], 3, axis=-1)
     pil = Image.fromarray((rgb * 255).astype(np.uint8))
-    scale = size / max(image.shape)
+    scale = size / max(image.shape[:2])
     pil = pil.resize((max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))), Image.NEAREST)
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     arr = np.asarray(pil)
