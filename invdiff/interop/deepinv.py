@@ -8,6 +8,8 @@ So deepinv's DPS, DiffPIR and DDRM run on invdiff priors, and invdiff samplers r
 * ``from_deepinv_physics(physics, example)`` -> ``(LinearOperator, noise)``.
 * ``to_deepinv_denoiser(prior)`` -> a ``deepinv.models.Denoiser``; ``from_deepinv_denoiser(model, x_shape)`` -> a
   ``Prior``.
+* ``run_deepinv_sampler(name, prior, op, y, sigma=, steps=)``: deepinv's ``"DPS"``, ``"DiffPIR"`` or ``"DDRM"`` on an
+  invdiff prior and operator in one call (what ``benchmarks/harness.py`` runs).
 
 Conventions (read from deepinv 0.5.0's source)
 ----------------------------------------------
@@ -45,9 +47,10 @@ part) is ``deepinv.physics.GaussianNoise(sigma)`` on the real channels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -60,7 +63,8 @@ except (ImportError, RuntimeError) as _err:  # RuntimeError: a torchvision built
         "torch 2.14.1, torchvision 0.29.1)"
     ) from _err
 
-from ..operators import DecomposableOperator, GaussianNoise, LinearOperator, PoissonNoise
+from ..operators import ComposedLinearOperator, DecomposableOperator, GaussianNoise, LinearOperator, PoissonNoise
+from ..operators.embedding import RealAsComplexChannels
 from ..operators.mri import channels_to_complex, complex_to_channels
 from ..priors.base import Prior
 from ..priors.network import NetworkPrior, Normalisation
@@ -74,6 +78,7 @@ __all__ = [
     "InvdiffPhysics",
     "from_deepinv_denoiser",
     "from_deepinv_physics",
+    "run_deepinv_sampler",
     "to_deepinv_denoiser",
     "to_deepinv_physics",
 ]
@@ -499,6 +504,144 @@ def from_deepinv_denoiser(
     if not shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
         raise ValueError(f"from_deepinv_denoiser: x_shape must be positive integers (no batch axis), got {x_shape!r}")
     return DeepinvPrior(model, shape, schedule, normalisation)
+
+
+# ---- deepinv samplers on invdiff priors ---------------------------------------------------------------------
+DEEPINV_SAMPLERS = ("DPS", "DiffPIR", "DDRM")
+
+
+class _ZeroImaginaryDenoiser(nn.Module):
+    """The denoiser of ``(real, imaginary)`` channel pairs whose imaginary half is exactly zero under the prior.
+
+    DDRM needs a closed-form SVD; a real image measured as complex k-space (``MRI @ RealAsComplexChannels``) has none,
+    but its outer MRI operator on two-channel images does. Running DDRM there with the prior lifted to
+    ``p(re, im) = p(re) delta(im)`` is the same problem, and that prior's MMSE denoiser is exact: the wrapped denoiser
+    on the real channels and zero on the imaginary ones (they hold only noise).
+    """
+
+    def __init__(self, denoiser: nn.Module) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, x: Tensor, sigma: float | Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        real = self.denoiser(x[:, : x.shape[1] // 2], sigma, *args, **kwargs)
+        return torch.cat([real, torch.zeros_like(real)], dim=1)
+
+
+def _svd_operator(op: LinearOperator) -> tuple[DecomposableOperator, bool]:
+    """The operator DDRM runs on, and whether the image is lifted to ``(real, imaginary)`` channels for it."""
+    if isinstance(op, DecomposableOperator):
+        return op, False
+    if (
+        isinstance(op, ComposedLinearOperator)
+        and isinstance(op.inner, RealAsComplexChannels)
+        and isinstance(op.outer, DecomposableOperator)
+    ):
+        return op.outer, True
+    raise TypeError(
+        f"run_deepinv_sampler: DDRM needs a closed-form SVD: a DecomposableOperator (Inpainting, Blur, BoxDownsampling, "
+        f"SinglecoilMRI, ...) or one composed with RealAsComplexChannels; got {type(op).__name__}"
+    )
+
+
+def run_deepinv_sampler(
+    name: str,
+    prior: Prior,
+    op: LinearOperator,
+    y: Tensor,
+    *,
+    sigma: float,
+    steps: int,
+    generator: torch.Generator | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Tensor:
+    """Run deepinv's DPS, DiffPIR or DDRM with an invdiff prior and operator on a measurement in data units.
+
+    The prior becomes a deepinv denoiser in data units (``to_deepinv_denoiser``), the operator a deepinv physics with
+    ``GaussianNoise(sigma)`` (``to_deepinv_physics``; complex k-space as real channels), and deepinv's sampler runs
+    with its documented defaults except for the number of iterations:
+
+    * ``"DPS"``: ``deepinv.sampling.DPS(denoiser, num_steps=steps)``: VP SDE, DDPM solver, ``weight=1.0``,
+      ``guidance="norm"`` (deepinv's docstring: that weight usually needs to be in the hundreds; ``guidance="annealed"``
+      puts it on the likelihood scale, pass ``options={"guidance": "annealed"}``). ``steps - 1`` denoiser calls (the
+      last step lands at ``sigma = 0`` and is not denoised again).
+    * ``"DiffPIR"``: ``DiffPIR(denoiser, L2(), sigma=sigma, max_iter=steps)``: ``zeta=0.1``, ``lambda_=7.0``
+      (the code's defaults; deepinv's docstring says ``zeta`` 1.0). ``steps`` calls.
+    * ``"DDRM"``: ``DDRM(denoiser, sigmas=np.linspace(1, 0, steps))``: ``eta=0.85``, ``etab=1.0``. ``steps`` calls.
+      Needs a closed-form SVD: a ``DecomposableOperator``, or ``outer @ RealAsComplexChannels`` with a decomposable
+      ``outer`` (a real image measured as complex k-space), which runs on ``outer`` with the prior lifted to
+      ``(real, imaginary)`` channels with a zero imaginary part (exact; see ``_ZeroImaginaryDenoiser``).
+
+    DiffPIR and DDRM draw from torch's global generator: they run inside ``torch.random.fork_rng`` seeded from
+    ``generator``, so the caller's global state is untouched and a seeded ``generator`` makes the run reproducible.
+
+    Args:
+        name: ``"DPS"``, ``"DiffPIR"`` or ``"DDRM"``.
+        prior: an invdiff ``Prior`` over ``op.x_shape``; a ``NetworkPrior`` counts its network calls in ``prior.nfe``.
+        op: the invdiff ``LinearOperator`` in data units.
+        y: ``(B, *op.y_shape)`` measurement of a data-unit image (complex for k-space).
+        sigma: the noise standard deviation of ``y`` (per real and imaginary part for complex ``y``), > 0.
+        steps: number of sampler iterations, an integer >= 2.
+        generator: the only source of randomness (one seed is drawn from it); ``None`` draws that seed from torch's
+            global generator.
+        options: further keyword arguments for the deepinv sampler's constructor (e.g. ``{"weight": 100.0}`` for DPS,
+            ``{"zeta": 0.3}`` for DiffPIR, ``{"eta": 1.0}`` for DDRM).
+
+    Returns:
+        The estimate in data units, ``(B, *op.x_shape)``, detached, in ``y``'s real dtype (complex when
+        ``op.x_is_complex``).
+
+    Raises:
+        ValueError: unknown ``name``; ``sigma`` or ``steps`` out of range; ``prior.x_shape`` does not fit ``op``.
+        TypeError: ``op`` is not a ``LinearOperator``; DDRM on an operator without a closed-form SVD.
+    """
+    if name not in DEEPINV_SAMPLERS:
+        raise ValueError(f"run_deepinv_sampler: name must be one of {DEEPINV_SAMPLERS}, got {name!r}")
+    if not isinstance(op, LinearOperator):
+        raise TypeError(f"run_deepinv_sampler: op must be an invdiff LinearOperator, got {type(op).__name__}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"run_deepinv_sampler: steps must be an integer >= 2, got {steps!r}")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < float("inf"):
+        raise ValueError(f"run_deepinv_sampler: sigma must be a finite number > 0, got {sigma!r}")
+    op.check_y(y)
+    if tuple(prior.x_shape) != tuple(op.x_shape):
+        raise ValueError(
+            f"run_deepinv_sampler: prior.x_shape {tuple(prior.x_shape)} does not match op.x_shape {op.x_shape} "
+            "(a NetworkPrior takes other image sizes through prior.with_shape(op.x_shape))"
+        )
+    kwargs = dict(options or {})
+    real_dtype = y.real.dtype if y.is_complex() else y.dtype
+    device = y.device
+    denoiser = to_deepinv_denoiser(prior)
+    noise = GaussianNoise(float(sigma))
+    y_real = _real(y)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device if generator else "cpu"))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        if name == "DDRM":
+            svd_op, lifted = _svd_operator(op)
+            physics = to_deepinv_physics(svd_op, noise, dtype=real_dtype)
+            model = dinv.sampling.DDRM(
+                _ZeroImaginaryDenoiser(denoiser) if lifted else denoiser, sigmas=np.linspace(1, 0, steps), **kwargs
+            )
+            x = model(y_real, physics)
+            if lifted:
+                x = x[:, : x.shape[1] // 2]
+        else:
+            physics = to_deepinv_physics(op, noise, dtype=real_dtype)
+            if name == "DPS":
+                rng = torch.Generator(device).manual_seed(seed)
+                model = dinv.sampling.DPS(denoiser, num_steps=steps, device=device, rng=rng, **kwargs)
+            else:
+                model = dinv.sampling.DiffPIR(
+                    denoiser, dinv.optim.data_fidelity.L2(), sigma=float(sigma), max_iter=steps, device=device, **kwargs
+                )
+            x = model(y_real, physics)
+    x = x.detach().to(real_dtype)
+    return channels_to_complex(x) if op.x_is_complex else x
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
