@@ -37,6 +37,15 @@ from .masking import Inpainting, MaskOperator, box_mask, brush_stroke_mask, half
 from .mri import MRI, MulticoilMRI, SinglecoilMRI, channels_to_complex, complex_to_channels, rss, zero_filled
 from .noise import GaussianNoise, PoissonNoise, RicianNoise
 from .separable import KroneckerOperator, SeparableOperator
+from .wavelet import (
+    SpectralTransform,
+    Synthesis,
+    WaveletTransform,
+    dwt_matrix,
+    is_orthonormal_transform,
+    transform_from_config,
+    transform_to_config,
+)
 
 __all__ = [
     "BandCompletion",
@@ -64,6 +73,9 @@ __all__ = [
     "SeparableOperator",
     "SinglecoilMRI",
     "SpectralResponse",
+    "SpectralTransform",
+    "Synthesis",
+    "WaveletTransform",
     "birdcage_maps",
     "box_kernel",
     "box_mask",
@@ -74,6 +86,7 @@ __all__ = [
     "complex_to_channels",
     "compose",
     "conjugate_gradient",
+    "dwt_matrix",
     "equispaced_column_mask",
     "espirit_maps",
     "fft2c",
@@ -83,6 +96,7 @@ __all__ = [
     "half_mask",
     "ifft2c",
     "ifftnc",
+    "is_orthonormal_transform",
     "mask_acceleration",
     "motion_kernel",
     "poisson_disc_mask",
@@ -91,5 +105,7 @@ __all__ = [
     "require_linear",
     "require_svd",
     "rss",
+    "transform_from_config",
+    "transform_to_config",
     "zero_filled",
 ]

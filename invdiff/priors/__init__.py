@@ -1,4 +1,5 @@
-"""Priors: the ``Prior`` protocol, the analytic Gaussian prior, the MONAI network prior and its checkpoints.
+"""Priors: the ``Prior`` protocol, the analytic Gaussian prior, the MONAI network prior, the wavelet-latent
+wrapper and checkpoints.
 
 Importing this package stays light: MONAI and safetensors are imported when a network is built or loaded.
 """
@@ -8,6 +9,7 @@ from .base import Prior, eps, score
 from .checkpoint import SHIPPED, load_prior, read_prior_config, save_prior
 from .gaussian import GaussianPrior
 from .network import NetworkPrior, Normalisation, build_unet
+from .wavelet import WaveletLatentPrior
 
 __all__ = [
     "SHIPPED",
@@ -15,6 +17,7 @@ __all__ = [
     "NetworkPrior",
     "Normalisation",
     "Prior",
+    "WaveletLatentPrior",
     "ancestral_sample",
     "build_unet",
     "eps",

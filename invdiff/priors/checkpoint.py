@@ -6,6 +6,9 @@ A checkpoint ``name`` is two files side by side:
 - ``name.json``: ``{"format": "invdiff-prior", "format_version": 1, "network": <DiffusionModelUNet config>,
   "schedule": <VPSchedule config>, "normalisation": {...}, "x_shape": [...], "prediction": "epsilon",
   "provenance": {...}}``. Provenance is free-form (data, steps, hardware, versions, final losses, time).
+  A prior trained on wavelet latents (``WaveletLatentPrior``) adds ``"latent": <transform config>``
+  (``invdiff.operators.transform_to_config``); ``x_shape`` is then the latent shape the network sees, and
+  ``load_prior`` rebuilds the transform and returns a ``WaveletLatentPrior``.
 
 Shipped priors live in ``invdiff/priors/shipped/`` and are listed in ``SHIPPED``.
 """
@@ -23,6 +26,7 @@ import torch
 
 from ..schedule import VPSchedule
 from .network import NetworkPrior, Normalisation, build_unet, resolve_unet_config
+from .wavelet import WaveletLatentPrior
 
 __all__ = ["SHIPPED", "SHIPPED_DIR", "load_prior", "save_prior", "read_prior_config"]
 
@@ -32,6 +36,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 # shipped name -> file stem inside SHIPPED_DIR
 SHIPPED: dict[str, str] = {"brain-mri": "brain_mri_64"}
 _KEYS = {"format", "format_version", "network", "schedule", "normalisation", "x_shape", "prediction", "provenance"}
+_OPTIONAL_KEYS = {"provenance", "latent"}
 
 
 def _stem(path: str | os.PathLike[str]) -> Path:
@@ -55,12 +60,14 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def save_prior(prior: NetworkPrior, path: str | os.PathLike[str], provenance: Mapping[str, Any] | None = None) -> Path:
+def save_prior(
+    prior: NetworkPrior | WaveletLatentPrior, path: str | os.PathLike[str], provenance: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``<stem>.safetensors`` and ``<stem>.json`` (atomically; existing files are replaced).
 
     Args:
         prior: the prior; its ``network_config`` must be set (priors built by ``build_unet`` / ``load_prior`` /
-            training have it).
+            training have it). A ``WaveletLatentPrior`` over a ``NetworkPrior`` also records its transform.
         path: ``<stem>``, ``<stem>.json`` or ``<stem>.safetensors``; the folder is created.
         provenance: JSON-able record of where the weights came from.
 
@@ -69,8 +76,16 @@ def save_prior(prior: NetworkPrior, path: str | os.PathLike[str], provenance: Ma
     """
     from safetensors.torch import save_file
 
+    from ..operators import transform_to_config
+
+    latent = None
+    if isinstance(prior, WaveletLatentPrior):
+        latent = transform_to_config(prior.transform)
+        prior = prior.prior  # type: ignore[assignment]
+        if not isinstance(prior, NetworkPrior):
+            raise TypeError(f"a WaveletLatentPrior is saved only over a NetworkPrior, got {type(prior).__name__}")
     if not isinstance(prior, NetworkPrior):
-        raise TypeError(f"prior must be a NetworkPrior, got {type(prior).__name__}")
+        raise TypeError(f"prior must be a NetworkPrior or WaveletLatentPrior, got {type(prior).__name__}")
     if prior.network_config is None:
         raise ValueError("prior.network_config is None; build the network with build_unet(config) and pass the config")
     stem = _stem(path)
@@ -85,6 +100,8 @@ def save_prior(prior: NetworkPrior, path: str | os.PathLike[str], provenance: Ma
         "prediction": prior.prediction,
         "provenance": dict(provenance or {}),
     }
+    if latent is not None:
+        config["latent"] = latent
     text = json.dumps(config, indent=2, sort_keys=False, default=str) + "\n"
     state = {k: v.detach().to("cpu").contiguous() for k, v in prior.network.state_dict().items()}
     weights = stem.with_suffix(".safetensors")
@@ -116,7 +133,7 @@ def read_prior_config(name_or_path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"prior config {path} is not an invdiff prior (expected \"format\": \"{FORMAT}\")")
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"prior config {path}: format_version {config.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
-    missing = sorted(_KEYS - set(config) - {"provenance"})
+    missing = sorted(_KEYS - set(config) - _OPTIONAL_KEYS)
     if missing:
         raise ValueError(f"prior config {path} lacks key(s) {missing}")
     return config
@@ -128,14 +145,18 @@ def load_prior(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     clip: float | None = None,
-) -> NetworkPrior:
+) -> NetworkPrior | WaveletLatentPrior:
     """Load a prior by shipped name (``"brain-mri"``) or by path (``stem``, ``stem.json`` or ``stem.safetensors``).
 
     Args:
         name_or_path: a key of ``SHIPPED`` or a checkpoint path.
         device: where to put the network.
         dtype: network parameter dtype.
-        clip: clamp ``x0_hat`` to [-clip, clip] in ``denoise`` (see ``NetworkPrior``).
+        clip: clamp ``x0_hat`` to [-clip, clip] in ``denoise`` (see ``NetworkPrior``); for a latent prior the
+            clamp acts on the decoded image (see ``WaveletLatentPrior``).
+
+    Returns:
+        A ``NetworkPrior``, or a ``WaveletLatentPrior`` when the checkpoint records a latent transform.
 
     Raises:
         ValueError: unknown shipped name, corrupt JSON/safetensors, or weights that do not fit the config.
@@ -157,6 +178,7 @@ def load_prior(
         network = build_unet(config["network"])
         schedule = VPSchedule(**config["schedule"])
         normalisation = Normalisation.from_config(config["normalisation"])
+        transform = _latent_transform(config.get("latent"))
     except (TypeError, ValueError) as err:
         raise ValueError(f"prior config {stem.with_suffix('.json')} is invalid: {err}") from err
     expected = network.state_dict()
@@ -175,7 +197,7 @@ def load_prior(
         raise ValueError(f"prior weights {weights} do not match the network config: " + "; ".join(detail))
     network.load_state_dict(state)
     network.to(device=device, dtype=dtype)
-    return NetworkPrior(
+    prior = NetworkPrior(
         network,
         schedule,
         x_shape=config["x_shape"],
@@ -183,5 +205,22 @@ def load_prior(
         prediction=config["prediction"],
         network_config=config["network"],
         provenance=config.get("provenance", {}),
-        clip=clip,
+        clip=clip if transform is None else None,
     )
+    if transform is None:
+        return prior
+    if tuple(transform.y_shape) != prior.x_shape:
+        raise ValueError(
+            f"prior config {stem.with_suffix('.json')} is invalid: the latent transform gives shape "
+            f"{tuple(transform.y_shape)} but x_shape is {list(prior.x_shape)}"
+        )
+    return WaveletLatentPrior(prior, transform.to(device=device), clip=clip)
+
+
+def _latent_transform(config: Any) -> Any:
+    """The latent transform of a checkpoint config (``None`` for image-space priors)."""
+    if config is None:
+        return None
+    from ..operators import transform_from_config
+
+    return transform_from_config(config)

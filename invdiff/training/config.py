@@ -40,7 +40,10 @@ class TrainConfig:
 
     Model (see ``invdiff.priors.network``): ``network`` overrides ``UNET_DEFAULTS`` (spatial_dims and channel
     counts are filled from the data options); ``schedule`` is ``VPSchedule`` keyword arguments; ``prediction`` is
-    the network target.
+    the network target. ``latent`` (e.g. ``{wavelet: haar, levels: 1}``, optional ``mode``) trains on orthonormal
+    wavelet coefficients instead of pixels: each batch goes through ``WaveletTransform(x_shape, **latent)`` before
+    the diffusion loss, the network's channels follow the latent (``channels * 2^(spatial_dims * levels)`` at
+    ``image_size / 2^levels``) and the exported prior is a ``WaveletLatentPrior``.
 
     Optimisation: AdamW (``lr``, ``weight_decay``), ``batch_size``, ``steps`` optimiser steps, gradient-norm clip
     ``grad_clip`` (0 = off), EMA with warm-up ``decay = min(ema_decay, (1 + step) / (10 + step))``.
@@ -78,6 +81,7 @@ class TrainConfig:
     network: dict[str, Any] = field(default_factory=dict)
     schedule: dict[str, Any] = field(default_factory=lambda: {"kind": "linear", "T": 1000})
     prediction: Literal["epsilon", "sample", "v"] = "epsilon"
+    latent: dict[str, Any] | None = None
     # optimisation
     steps: int = 1000
     lr: float = 2e-4
@@ -142,17 +146,40 @@ class TrainConfig:
         for key in ("spatial_dims", "in_channels", "out_channels"):
             if key in self.network:
                 raise ValueError(f"config: network.{key} is set from the data options (spatial_dims, channels); remove it")
+        if self.latent is not None:
+            need(isinstance(self.latent, dict), "latent", "None or a mapping such as {wavelet: haar, levels: 1}")
+            unknown = sorted(set(self.latent) - {"wavelet", "levels", "mode"})
+            if unknown:
+                raise ValueError(f"config: latent has unknown key(s) {unknown}; expected 'wavelet', 'levels', 'mode'")
+            try:
+                self.latent_transform()
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"config: latent {self.latent!r} is invalid: {err}") from err
 
     @property
     def export_stem(self) -> Path:
         return Path(self.export) if self.export else Path(self.output_dir) / "prior"
 
     def network_config(self) -> dict[str, Any]:
-        return {"spatial_dims": self.spatial_dims, "in_channels": self.channels, "out_channels": self.channels,
-                **self.network}
+        channels = self.latent_shape()[0]
+        return {"spatial_dims": self.spatial_dims, "in_channels": channels, "out_channels": channels, **self.network}
 
     def x_shape(self) -> tuple[int, ...]:
+        """The image shape of one training item (``(channels, *image_size)``)."""
         return (self.channels,) + (self.image_size,) * self.spatial_dims
+
+    def latent_transform(self) -> Any:
+        """The ``WaveletTransform`` of ``latent`` on ``x_shape()``, or ``None`` for pixel-space training."""
+        if self.latent is None:
+            return None
+        from ..operators import WaveletTransform
+
+        return WaveletTransform(self.x_shape(), **self.latent)
+
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape the network sees: ``x_shape()``, or the wavelet latent's shape."""
+        transform = self.latent_transform()
+        return self.x_shape() if transform is None else tuple(transform.y_shape)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -6,6 +6,11 @@ Loss (Ho et al. 2020, eq. 14): ``t ~ U{0..T-1}``, ``eps ~ N(0, I)``, ``x_t = sqr
 warm-up ``decay = min(ema_decay, (1 + step) / (10 + step))`` (research/ALGORITHMS.md section 7: without a warm-up
 a short run keeps a large share of the random initialisation). The EMA network is what gets exported.
 
+Latent training (``latent={"wavelet": ..., "levels": ...}``): ``diffusion_loss`` takes batches in the image
+(prior) space and encodes them with the orthonormal ``WaveletTransform`` first (outside autocast, in at least
+float32: the transform is exact, only the network runs at low precision), so the same loss, EMA, validation and
+export run on latent coefficients; ``ema_prior`` is then a ``WaveletLatentPrior``.
+
 Randomness: the network is initialised inside ``torch.random.fork_rng`` (the caller's global RNG is untouched);
 noise and times come from a module-owned ``torch.Generator`` seeded with ``seed + 1000 * global_rank`` whose
 state is stored in Lightning checkpoints, so a resumed run draws what an uninterrupted run would.
@@ -26,11 +31,13 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..operators import WaveletTransform
 from ..priors.ancestral import ancestral_sample
 from ..priors.network import NetworkPrior, Normalisation, build_unet, resolve_unet_config
+from ..priors.wavelet import WaveletLatentPrior
 from ..schedule import VPSchedule
 
-__all__ = ["DiffusionPriorModule", "ExportPrior", "PrintProgress", "SampleGrid", "save_grid"]
+__all__ = ["DiffusionPriorModule", "ExportPrior", "PrintProgress", "SampleGrid", "sample_images", "save_grid"]
 
 
 class DiffusionPriorModule(L.LightningModule):
@@ -39,12 +46,15 @@ class DiffusionPriorModule(L.LightningModule):
     Args:
         network: ``build_unet`` config.
         schedule: ``VPSchedule`` keyword arguments.
-        x_shape: per-item shape (C, H, W) or (C, D, H, W).
+        x_shape: per-item image shape (C, H, W) or (C, D, H, W).
         normalisation: ``Normalisation.to_config()`` of the data.
         prediction: network target.
         lr: AdamW learning rate. weight_decay: AdamW weight decay.
         ema_decay: the EMA decay after warm-up.
         seed: initialisation and noise seed.
+        latent: ``None`` (train on images) or ``WaveletTransform`` keyword arguments (``{"wavelet": "haar",
+            "levels": 1}``, optional ``"mode"``): train on its coefficients; ``network`` must then take the
+            latent's channels.
     """
 
     def __init__(
@@ -58,14 +68,24 @@ class DiffusionPriorModule(L.LightningModule):
         weight_decay: float = 0.0,
         ema_decay: float = 0.999,
         seed: int = 0,
+        latent: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         network = resolve_unet_config(network)
         self.save_hyperparameters(
             {"network": network, "schedule": dict(schedule), "x_shape": list(x_shape),
              "normalisation": dict(normalisation), "prediction": prediction, "lr": lr,
-             "weight_decay": weight_decay, "ema_decay": ema_decay, "seed": seed}
+             "weight_decay": weight_decay, "ema_decay": ema_decay, "seed": seed,
+             "latent": dict(latent) if latent is not None else None}
         )
+        # a submodule, so it follows the module's device; its matrices are not saved (they follow from the config)
+        self.transform = WaveletTransform(tuple(x_shape), **latent) if latent is not None else None
+        self.latent_shape = tuple(self.transform.y_shape) if self.transform is not None else tuple(x_shape)
+        if network["in_channels"] != self.latent_shape[0] or network["out_channels"] != self.latent_shape[0]:
+            raise ValueError(
+                f"network in/out channels ({network['in_channels']}, {network['out_channels']}) must equal the "
+                f"channels of the training items, {self.latent_shape[0]} (shape {self.latent_shape})"
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = build_unet(network)
@@ -117,8 +137,18 @@ class DiffusionPriorModule(L.LightningModule):
         self._t0 = None
 
     # ---- loss -----------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """An image batch -> what the network models: the wavelet latent, or the batch itself."""
+        if self.transform is None:
+            return x
+        low = x.dtype in (torch.float16, torch.bfloat16)  # "*-true" half precision: encode in float32, hand back
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.transform(x.float() if low else x).to(x.dtype)
+
     def diffusion_loss(self, net: torch.nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
-        """Mean squared error of the network target on one batch, noise and times from ``generator``."""
+        """Mean squared error of the network target on one batch of images (encoded to the latent first when
+        training a latent prior), noise and times from ``generator``."""
+        x0 = self.encode(x0)
         b = x0.shape[0]
         t = torch.randint(0, self.schedule.T, (b,), generator=generator, device=generator.device).to(x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype).to(x0.device)
@@ -172,16 +202,18 @@ class DiffusionPriorModule(L.LightningModule):
         return torch.optim.AdamW(self.net.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     # ---- the trained prior -------------------------------------------------------------------
-    def ema_prior(self) -> NetworkPrior:
-        """The EMA network as a prior (shares the module's EMA weights; no copy)."""
-        return NetworkPrior(
+    def ema_prior(self) -> NetworkPrior | WaveletLatentPrior:
+        """The EMA network as a prior (shares the module's EMA weights; no copy); a ``WaveletLatentPrior`` when
+        training on wavelet latents."""
+        prior = NetworkPrior(
             self.ema,
             self.schedule,
-            x_shape=self.hparams.x_shape,
+            x_shape=self.latent_shape,
             normalisation=self.normalisation,
             prediction=self.hparams.prediction,
             network_config=self.hparams.network,
         )
+        return prior if self.transform is None else WaveletLatentPrior(prior, self.transform)
 
     def train_loss(self) -> float | None:
         """Mean of the last (up to) 100 training-batch losses."""
@@ -227,14 +259,27 @@ class SampleGrid(L.Callback):
             assert isinstance(pl_module, DiffusionPriorModule)
             prior = pl_module.ema_prior()
             g = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-            x = ancestral_sample(prior, (self.count, *prior.x_shape), self.steps, g, clip=_clip(prior))
+            x = sample_images(prior, self.count, self.steps, g)
             save_grid(x, prior.normalisation, self.folder / f"step_{step:07d}.png")
 
 
-def _clip(prior: NetworkPrior) -> float | None:
+def _clip(prior: NetworkPrior | WaveletLatentPrior) -> float | None:
     """Clamp x0_hat to the data range when the data were clipped to [0, 1] (one channel, [-1, 1] prior space)."""
     n = prior.normalisation
-    return 1.0 if (prior.x_shape[0] == 1 and n.scale == 2.0 and n.offset == -1.0) else None
+    channels = prior.image_shape[0] if isinstance(prior, WaveletLatentPrior) else prior.x_shape[0]
+    return 1.0 if (channels == 1 and n.scale == 2.0 and n.offset == -1.0) else None
+
+
+def sample_images(
+    prior: NetworkPrior | WaveletLatentPrior, count: int, steps: int, generator: torch.Generator
+) -> Tensor:
+    """``count`` ancestral samples in the image (prior) space, x0_hat clamped to the data range (``_clip``); a
+    latent prior is sampled in its latent with the clamp applied to the decoded image, then decoded."""
+    clip = _clip(prior)
+    if isinstance(prior, WaveletLatentPrior):
+        clipped = WaveletLatentPrior(prior.prior, prior.transform, clip=clip)
+        return prior.decode(ancestral_sample(clipped, (count, *prior.x_shape), steps, generator))
+    return ancestral_sample(prior, (count, *prior.x_shape), steps, generator, clip=clip)
 
 
 class ExportPrior(L.Callback):

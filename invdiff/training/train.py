@@ -93,10 +93,9 @@ def train(config: TrainConfig) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from ..priors.ancestral import ancestral_sample
     from ..priors.checkpoint import save_prior
     from .data import DiffusionDataModule
-    from .module import DiffusionPriorModule, ExportPrior, PrintProgress, SampleGrid, _clip, save_grid
+    from .module import DiffusionPriorModule, ExportPrior, PrintProgress, SampleGrid, sample_images, save_grid
 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (see load_config), got {type(config).__name__}")
@@ -118,6 +117,7 @@ def train(config: TrainConfig) -> Path:
         weight_decay=config.weight_decay,
         ema_decay=config.ema_decay,
         seed=config.seed,
+        latent=config.latent,
     )
     cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
     precision = config.precision if config.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
@@ -165,7 +165,7 @@ def train(config: TrainConfig) -> Path:
         grid = None
         if config.final_sample_steps:
             g = torch.Generator(device=module.device).manual_seed(config.seed)
-            x = ancestral_sample(prior, (16, *prior.x_shape), config.final_sample_steps, g, clip=_clip(prior))
+            x = sample_images(prior, 16, config.final_sample_steps, g)
             grid = save_grid(x, prior.normalisation, Path(f"{stem}_samples.png"), ncol=4)
             record["samples_png"] = grid.name
             record["samples_steps"] = config.final_sample_steps

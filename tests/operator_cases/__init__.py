@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from invdiff.operators import Operator
 
-from . import blur, composed, downsampling, hyperspectral, masking, mri
+from . import blur, composed, downsampling, hyperspectral, masking, mri, wavelet
 
 CASES: dict[str, Callable[[int], Operator]] = {}
-for _module in (masking, blur, downsampling, mri, hyperspectral, composed):
+for _module in (masking, blur, downsampling, mri, hyperspectral, composed, wavelet):
     for _name, _factory in _module.CASES.items():
         CASES[f"{_module.__name__.rsplit('.', 1)[-1]}/{_name}"] = _factory
