@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import gc
 import os
 import sys
@@ -51,8 +52,8 @@ from invdiff.pipelines.reconstruct import (  # noqa: E402
     prepare_problem,
 )
 from invdiff.pipelines.registry import OPERATORS, SAMPLER_PRESETS  # noqa: E402
-from invdiff.priors import load_prior  # noqa: E402
-from invdiff.samplers import dds2m, red_diff, smc  # noqa: E402
+from invdiff.priors import WaveletLatentPrior, load_prior  # noqa: E402
+from invdiff.samplers import dds2m, red_diff, smc, wavelet_latent  # noqa: E402
 
 SIGMA = 0.01
 # Chosen by benchmarks/mri_reconstruction.py on MNI validation slices (the value it picked most often).
@@ -187,6 +188,7 @@ class Outcome:
     nfe: float = 0.0
     batch: int = 1  # images per network call
     note: str = ""
+    prior: object = None  # the prior whose network was called, when not the shared one (for the floor)
 
 
 @dataclass
@@ -223,22 +225,36 @@ def sense(prior, inst: Instance, cfg: dict, generator: torch.Generator) -> Outco
     return Outcome(np.real(recon)[None])
 
 
-def invdiff_sampler(name: str) -> Callable[..., Outcome]:
+def invdiff_sampler(name: str, prior_name: str | None = None) -> Callable[..., Outcome]:
+    """An invdiff sampler on the shared prior, or on the shipped prior ``prior_name`` (the wavelet-latent one)."""
+
     def run(prior, inst: Instance, cfg: dict, generator: torch.Generator) -> Outcome:
+        if prior_name is not None:
+            prior = shipped_prior(prior_name, inst.truth.device)
         problem = prepare_problem(prior, inst.op, inst.sigma)
         y_p = measurement_to_prior(problem, inst.y)
         if name == "RED-Diff":
             options = {**SAMPLER_PRESETS["red-diff"], "steps": cfg["steps"], **cfg.get("options", {})}
             init = image_to_prior(problem, inst.op.pinv(inst.y))
-            result = red_diff(problem.prior, problem.op, y_p, noise=problem.noise, init=init, generator=generator,
-                              **options)
+            if isinstance(problem.prior, WaveletLatentPrior):
+                result = wavelet_latent(problem.prior, problem.op, y_p, sampler="red_diff", noise=problem.noise,
+                                        init=init, generator=generator, **options)
+            else:
+                result = red_diff(problem.prior, problem.op, y_p, noise=problem.noise, init=init, generator=generator,
+                                  **options)
             batch = 1
         else:
             options = {"particles": cfg["particles"], "steps": cfg["smc_steps"], **cfg.get("options", {})}
             result = smc(problem.prior, problem.op, y_p, noise=problem.noise, generator=generator, **options)
             batch = cfg["particles"]
-        return Outcome(image_from_prior(problem, result.x)[0].cpu().numpy(), float(result.diagnostics["nfe"]), batch)
+        return Outcome(image_from_prior(problem, result.x)[0].cpu().numpy(), float(result.diagnostics["nfe"]), batch,
+                       prior=problem.prior)
     return run
+
+
+@functools.cache
+def shipped_prior(name: str, device: torch.device):
+    return load_prior(name).to(device)
 
 
 def deepinv_sampler(name: str) -> Callable[..., Outcome]:
@@ -268,6 +284,7 @@ IMAGE_METHODS: dict[str, Callable[..., Outcome]] = {
     "sigpy SENSE": sense,
     "RED-Diff": invdiff_sampler("RED-Diff"),
     "SMC": invdiff_sampler("SMC"),
+    "wavelet-latent RED-Diff": invdiff_sampler("RED-Diff", "brain-mri-wavelet"),
     "deepinv DPS": deepinv_sampler("DPS"),
     "deepinv DiffPIR": deepinv_sampler("DiffPIR"),
     "deepinv DDRM": deepinv_sampler("DDRM"),
@@ -278,6 +295,7 @@ IMAGE_METHODS: dict[str, Callable[..., Outcome]] = {
 # DDRM at eta 0.85, etab 1; SMC with the likelihood drift 0.5 of invdiff's default).
 GRIDS: dict[str, list[dict]] = {
     "RED-Diff": [{"lam": 30.0}, {"lam": 100.0}, {"lam": 300.0}],
+    "wavelet-latent RED-Diff": [{"lam": 30.0}, {"lam": 100.0}, {"lam": 300.0}],
     "deepinv DPS": [{"guidance": "annealed"}, {"weight": 100.0}],
     "deepinv DiffPIR": [{"lambda_": 1.0}, {"lambda_": 7.0}],
 }
@@ -332,7 +350,7 @@ def run_image_task(task: ImageTask, methods: list[str], prior, cfg: dict, device
             continue
         options = tune(method, task, prior, cfg, device)
         method_cfg = {**cfg, "options": options}
-        per, wall, nfe, peak, batch = [], 0.0, 0.0, 0.0, 1
+        per, wall, nfe, peak, batch, network_prior = [], 0.0, 0.0, 0.0, 1, prior
         for i, inst in enumerate(instances):
             generator = torch.Generator(device).manual_seed(7919 + i)
             with PeakMemory(device) as memory:
@@ -343,12 +361,14 @@ def run_image_task(task: ImageTask, methods: list[str], prior, cfg: dict, device
                 wall += time.perf_counter() - start
             per.append(image_scores(inst.truth[0, 0].cpu().double().numpy(), outcome.estimate[0].astype(np.float64)))
             nfe, batch, peak = nfe + outcome.nfe, outcome.batch, max(peak, memory.peak_mb)
+            network_prior = outcome.prior or prior
         n = len(instances)
         floor = None
         if nfe:
-            if batch not in floors:
-                floors[batch] = forward_time(prior, batch, device)
-            floor = nfe / n / batch * floors[batch]  # NFE counts single-image evaluations
+            key = (id(network_prior), tuple(network_prior.x_shape), batch)
+            if key not in floors:
+                floors[key] = forward_time(network_prior, batch, device)
+            floor = nfe / n / batch * floors[key]  # NFE counts single-image evaluations
         mean = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
         note = ", ".join(f"{k} {v}" for k, v in options.items())
         rows.append(Row(task.name, method, mean, wall / n, nfe / n, peak, floor, note, [p["psnr"] for p in per]))
@@ -421,7 +441,8 @@ def report(rows: list[Row], args: argparse.Namespace, device: torch.device, tota
         f"{total / 60:.1f} min; hardware: {hardware()}; load average at the end {os.getloadavg()[0]:.1f}.",
         "",
         "Same measurement, same shipped `brain-mri` prior for every diffusion method (deepinv's through "
-        "`invdiff.interop.deepinv`). PSNR/SSIM/NMSE per fastMRI (cubes: MPSNR/MSSIM, SAM in degrees in the NMSE "
+        "`invdiff.interop.deepinv`; the wavelet-latent row uses `brain-mri-wavelet`, the same network size in a Haar "
+        "latent). PSNR/SSIM/NMSE per fastMRI (cubes: MPSNR/MSSIM, SAM in degrees in the NMSE "
         "column's place). Time and NFE per image; floor = NFE x one network forward at the method's batch size; "
         "overhead = time / floor. Peak memory: "
         + ("CUDA allocator peak." if device.type == "cuda" else "resident-set growth on CPU (0 when nothing new "
@@ -461,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     deepinv_note = deepinv_available()
     if deepinv_note:
         print(f"# deepinv methods {deepinv_note}", flush=True)
-    floors: dict[int, float] = {}
+    floors: dict[tuple, float] = {}
     rows: list[Row] = []
     for task in IMAGE_TASKS:
         if args.tasks and task.name not in args.tasks:

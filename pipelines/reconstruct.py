@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from invdiff.operators import CenterCrop, GaussianNoise, LinearOperator, Operator
-from invdiff.samplers import Reconstruction
+from invdiff.priors import WaveletLatentPrior
+from invdiff.samplers import Reconstruction, wavelet_latent
 
 from .options import check_options, keyword_options, lookup
 from .registry import CUBE_OPERATORS, CUBE_SAMPLERS, OPERATORS, SAMPLERS, with_preset
@@ -229,6 +230,17 @@ class BatchReconstructor:
     """
 
     def __init__(self, problem: Problem, *, sampler: str, sampler_options: Mapping[str, Any], seed: int) -> None:
+        # A wavelet-latent prior runs any sampler in its latent (the operator composed with the inverse
+        # transform); "wavelet-latent" names RED-Diff there and insists on such a prior.
+        self.latent = isinstance(problem.prior, WaveletLatentPrior)
+        lookup(SAMPLERS, sampler, "sampler")
+        if sampler == "wavelet-latent":
+            if not self.latent:
+                raise ValueError(
+                    "sampler 'wavelet-latent' needs a wavelet-latent prior (--prior brain-mri-wavelet or one trained "
+                    f"with latent: {{wavelet: haar}}), got a {type(problem.prior).__name__}"
+                )
+            sampler = "red-diff"
         self.sampler_fn = lookup(SAMPLERS, sampler, "sampler")
         check_options(self.sampler_fn, sampler_options, owner=f"sampler {sampler!r}", reserved=_RESERVED_SAMPLER_OPTIONS)
         self.problem, self.sampler_options, self.seed = problem, with_preset(sampler, dict(sampler_options)), seed
@@ -243,7 +255,10 @@ class BatchReconstructor:
         y_data = y_data.to(device)
         pinv = op.pinv(y_data)
         options = dict(self.sampler_options, init=image_to_prior(problem, pinv)) if self.takes_init else self.sampler_options
-        result: Reconstruction = self.sampler_fn(
+        if self.latent:
+            options = dict(options, sampler=self.sampler_fn)
+        run = wavelet_latent if self.latent else self.sampler_fn
+        result: Reconstruction = run(
             prior, op, measurement_to_prior(problem, y_data), noise=problem.noise,
             generator=generator_for(self.seed, 2, index, device=device), **options,
         )

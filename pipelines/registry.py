@@ -273,6 +273,8 @@ SAMPLERS: dict[str, Callable[..., samplers.Reconstruction]] = {
     "red-diff": samplers.red_diff,
     "smc": samplers.smc,
     "dds2m": samplers.dds2m,
+    # RED-Diff in the latent of a wavelet-latent prior (any sampler runs there when such a prior is given).
+    "wavelet-latent": samplers.wavelet_latent,
 }
 
 # Samplers that restore cubes without a trained prior (they fit untrained networks to each measurement).
@@ -285,6 +287,7 @@ CUBE_SAMPLERS: frozenset[str] = frozenset({"dds2m"})
 SAMPLER_PRESETS: dict[str, dict[str, object]] = {
     "red-diff": {"steps": 200, "lam": 300.0, "lr": 0.1},
     "smc": {"particles": 16, "steps": 100},
+    "wavelet-latent": {"steps": 200, "lam": 300.0, "lr": 0.1},  # RED-Diff's: the latent is an orthonormal change of basis
     # What every DDS2M task shares; the per-operator presets below add the schedule length and the etas.
     "dds2m": {"steps": 800, "lr": 5e-3},
 }

@@ -34,7 +34,7 @@ FORMAT = "invdiff-prior"
 FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 # shipped name -> file stem inside SHIPPED_DIR
-SHIPPED: dict[str, str] = {"brain-mri": "brain_mri_64"}
+SHIPPED: dict[str, str] = {"brain-mri": "brain_mri_64", "brain-mri-wavelet": "brain_mri_wavelet_64"}
 _KEYS = {"format", "format_version", "network", "schedule", "normalisation", "x_shape", "prediction", "provenance"}
 _OPTIONAL_KEYS = {"provenance", "latent"}
 
