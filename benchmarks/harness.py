@@ -50,6 +50,7 @@ from invdiff.pipelines.reconstruct import (  # noqa: E402
     image_to_prior,
     measurement_to_prior,
     prepare_problem,
+    starting_estimate,
 )
 from invdiff.pipelines.registry import OPERATORS, SAMPLER_PRESETS  # noqa: E402
 from invdiff.priors import WaveletLatentPrior, load_prior  # noqa: E402
@@ -60,8 +61,8 @@ SIGMA = 0.01
 L1_LAMBDA = 1e-3
 
 CONFIGS = {
-    "small": {"slices": ("dipy_t1_coronal_64",), "steps": 100, "particles": 8, "smc_steps": 50, "cube": (32, 16),
-              "dds2m_scale": 0.25, "tune_slices": 1},
+    "small": {"slices": ("dipy_t1_coronal_64",), "steps": 100, "particles": 4, "smc_steps": 40, "cube": (32, 16),
+              "dds2m_scale": 1.0, "tune_slices": 1},
     "full": {"slices": mri.EVAL_SLICES, "steps": 200, "particles": 16, "smc_steps": 100, "cube": (128, 31),
              "dds2m_scale": 1.0, "tune_slices": 4},
 }
@@ -206,8 +207,9 @@ class Row:
 
 # ---- image methods ----------------------------------------------------------------------------------
 def zero_filled(prior, inst: Instance, cfg: dict, generator: torch.Generator) -> Outcome:
-    # MRI: A^H y is the (coil-combined) zero-filled image; otherwise the least-squares pseudo-inverse.
-    x = inst.op.adjoint(inst.y) if inst.kind == "mri" else inst.op.pinv(inst.y)
+    # MRI: A^H y is the (coil-combined) zero-filled image; otherwise the pseudo-inverse, truncated at the noise
+    # level where an operator has tiny singular values (blur; see pipelines.reconstruct.starting_estimate).
+    x = inst.op.adjoint(inst.y) if inst.kind == "mri" else starting_estimate(inst.op, inst.y, inst.sigma)
     return Outcome(x[0].cpu().numpy())
 
 
@@ -235,7 +237,7 @@ def invdiff_sampler(name: str, prior_name: str | None = None) -> Callable[..., O
         y_p = measurement_to_prior(problem, inst.y)
         if name == "RED-Diff":
             options = {**SAMPLER_PRESETS["red-diff"], "steps": cfg["steps"], **cfg.get("options", {})}
-            init = image_to_prior(problem, inst.op.pinv(inst.y))
+            init = image_to_prior(problem, starting_estimate(inst.op, inst.y, inst.sigma))
             if isinstance(problem.prior, WaveletLatentPrior):
                 result = wavelet_latent(problem.prior, problem.op, y_p, sampler="red_diff", noise=problem.noise,
                                         init=init, generator=generator, **options)

@@ -35,6 +35,7 @@ from .reconstruct import (
     reconstruct_slices,
     resolve_device,
     simulate_slices,
+    starting_estimate,
 )
 from .registry import CUBE_OPERATORS, SAMPLERS, sampler_arguments, with_preset
 from .report import Panel, false_colour, false_colour_bands, intensity_window, write_report
@@ -542,7 +543,7 @@ def restore_cube(
     u = torch.from_numpy(window.to_data(truth)).float()[None]  # (1, bands, H, W)
     op = build_operator(operator, operator_options, tuple(u.shape[1:]), seed=seed)
     y = simulate_slices(op, u, noise_sigma, seed=seed)
-    pinv = op.pinv(y)
+    pinv = starting_estimate(op, y, noise_sigma)
 
     def step_callback(info: Mapping[str, Any]) -> None:
         if progress is not None and info.get("item", 0) == 0:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from invdiff.operators import CenterCrop, GaussianNoise, LinearOperator, Operator
+from invdiff.operators import CenterCrop, DecomposableOperator, GaussianNoise, LinearOperator, Operator
 from invdiff.priors import WaveletLatentPrior
 from invdiff.samplers import Reconstruction, wavelet_latent
 
@@ -159,6 +159,23 @@ class Problem:
     op: Operator
     noise: GaussianNoise
     spatial: tuple[int, ...]  # the true image grid (the operator may act on a padded canvas)
+    noise_sigma: float  # the noise in data units (``noise`` is in prior units)
+
+
+def starting_estimate(op: LinearOperator, y: Tensor, noise_sigma: float) -> Tensor:
+    """The least-squares image the samplers start from and the reports show as "pseudo-inverse".
+
+    With a closed-form SVD, singular values below ``10 * noise_sigma`` are dropped (truncated SVD): a component
+    with gain ``s`` carries ``s |x_i|`` of signal against ``noise_sigma`` of noise, and coefficients of images in
+    data units are rarely above 0.1, so weaker components are mostly noise. The exact pseudo-inverse amplifies the
+    noise of a Gaussian blur by 10^5 (-62 dB on a brain slice at noise 0.01; 25.5 dB truncated); masks, Cartesian
+    MRI and downsampling have no singular values in that range and get exactly their pseudo-inverse. Operators
+    without an SVD get ``op.pinv`` (conjugate gradients).
+    """
+    if isinstance(op, DecomposableOperator):
+        largest = float(op.singular_values().abs().max())
+        return op.pinv(y, tol=min(1.0, max(1e-6, 10 * noise_sigma / largest)) if largest > 0 else 1e-6)
+    return op.pinv(y)
 
 
 def prepare_problem(prior: Any, op: Operator, noise_sigma: float) -> Problem:
@@ -173,7 +190,7 @@ def prepare_problem(prior: Any, op: Operator, noise_sigma: float) -> Problem:
     sigma = float(noise_sigma) * abs(scale)
     if not sigma > 0:
         raise ValueError(f"noise_sigma must be > 0 (the likelihood needs it), got {noise_sigma}")
-    return Problem(shaped, canvas_op, GaussianNoise(sigma), spatial)
+    return Problem(shaped, canvas_op, GaussianNoise(sigma), spatial, float(noise_sigma))
 
 
 def measurement_to_prior(problem: Problem, y: Tensor) -> Tensor:
@@ -253,7 +270,7 @@ class BatchReconstructor:
         prior = problem.prior.to(device) if hasattr(problem.prior, "to") else problem.prior
         op = problem.op.to(device)
         y_data = y_data.to(device)
-        pinv = op.pinv(y_data)
+        pinv = starting_estimate(op, y_data, problem.noise_sigma)
         options = dict(self.sampler_options, init=image_to_prior(problem, pinv)) if self.takes_init else self.sampler_options
         if self.latent:
             options = dict(options, sampler=self.sampler_fn)
