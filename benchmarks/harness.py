@@ -48,6 +48,7 @@ from invdiff.operators import GaussianNoise, LinearOperator  # noqa: E402
 from invdiff.pipelines.reconstruct import (  # noqa: E402
     image_from_prior,
     image_to_prior,
+    load_prior_for,
     measurement_to_prior,
     prepare_problem,
     starting_estimate,
@@ -228,11 +229,11 @@ def sense(prior, inst: Instance, cfg: dict, generator: torch.Generator) -> Outco
 
 
 def invdiff_sampler(name: str, prior_name: str | None = None) -> Callable[..., Outcome]:
-    """An invdiff sampler on the shared prior, or on the shipped prior ``prior_name`` (the wavelet-latent one)."""
+    """An invdiff sampler on the shared prior, or on the shipped prior ``prior_name`` loaded as the CLI loads it."""
 
     def run(prior, inst: Instance, cfg: dict, generator: torch.Generator) -> Outcome:
         if prior_name is not None:
-            prior = shipped_prior(prior_name, inst.truth.device)
+            prior = shipped_prior(prior_name, inst.truth.device, name.lower())
         problem = prepare_problem(prior, inst.op, inst.sigma)
         y_p = measurement_to_prior(problem, inst.y)
         if name == "RED-Diff":
@@ -255,8 +256,9 @@ def invdiff_sampler(name: str, prior_name: str | None = None) -> Callable[..., O
 
 
 @functools.cache
-def shipped_prior(name: str, device: torch.device):
-    return load_prior(name).to(device)
+def shipped_prior(name: str, device: torch.device, sampler: str):
+    """A shipped prior as the CLI loads it for ``sampler`` (SMC gets the clamp it needs, see SAMPLER_PRIOR_CLIP)."""
+    return load_prior_for(name, sampler, device)
 
 
 def deepinv_sampler(name: str) -> Callable[..., Outcome]:
@@ -285,7 +287,7 @@ IMAGE_METHODS: dict[str, Callable[..., Outcome]] = {
     "sigpy L1-wavelet": l1_wavelet,
     "sigpy SENSE": sense,
     "RED-Diff": invdiff_sampler("RED-Diff"),
-    "SMC": invdiff_sampler("SMC"),
+    "SMC": invdiff_sampler("SMC", "brain-mri"),
     "wavelet-latent RED-Diff": invdiff_sampler("RED-Diff", "brain-mri-wavelet"),
     "deepinv DPS": deepinv_sampler("DPS"),
     "deepinv DiffPIR": deepinv_sampler("DiffPIR"),

@@ -31,6 +31,7 @@ from .reconstruct import (
     build_operator,
     check_pairing,
     generator_for,
+    load_prior_for,
     prepare_problem,
     reconstruct_slices,
     resolve_device,
@@ -181,7 +182,6 @@ def reconstruct_volume(
     """Simulate measurements of every slice of ``array`` (``(S, H, W)``, scan units), reconstruct them
     and evaluate against ``array``. The array-level core of ``reconstruct_scan`` and the MONAI transforms.
     ``prior`` is a shipped name, a checkpoint path, or a loaded prior."""
-    from invdiff.priors import load_prior
 
     _check_scan_pairing(operator, sampler)
     array = np.asarray(array)
@@ -190,7 +190,7 @@ def reconstruct_volume(
     torch_device = torch.device(device)
     window = IntensityWindow.of(array)
     images = torch.from_numpy(window.to_data(array.astype(np.float64))).float()[:, None]  # (S, 1, H, W)
-    network_prior = load_prior(prior, device=torch_device) if isinstance(prior, (str, Path)) else prior
+    network_prior = load_prior_for(prior, sampler, torch_device)
     op = build_operator(operator, dict(operator_options or {}), tuple(images.shape[1:]), seed=seed)
     problem = prepare_problem(network_prior, op, noise_sigma)
     y = simulate_slices(op, images, noise_sigma, seed=seed)
@@ -393,7 +393,6 @@ def reconstruct_kspace(
     Writes ``.npy`` or ``.nii``/``.nii.gz`` (identity affine: k-space files carry no geometry).
     """
     from invdiff.operators import MulticoilMRI, RealAsComplexChannels, SinglecoilMRI, espirit_maps
-    from invdiff.priors import load_prior
 
     from .kspace_io import load_kspace
 
@@ -410,7 +409,7 @@ def reconstruct_kspace(
     for path in paths.values():
         check_writable(path, overwrite=overwrite)
         refuse_inputs(path, data.source_files)
-    network_prior = load_prior(prior, device=torch_device)
+    network_prior = load_prior_for(prior, sampler, torch_device)
     kspace = torch.from_numpy(data.kspace)  # (S, C, H, W)
     slices, coils, height, width = kspace.shape
     estimates, stds, pinvs, diagnostics = [], [], [], []

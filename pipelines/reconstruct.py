@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -160,6 +161,22 @@ class Problem:
     noise: GaussianNoise
     spatial: tuple[int, ...]  # the true image grid (the operator may act on a padded canvas)
     noise_sigma: float  # the noise in data units (``noise`` is in prior units)
+
+
+# SMC integrates the reverse SDE over the whole time range, where a small prior's x0_hat is wild at high noise;
+# without a clamp of x0_hat to the data range (DDPM's clip_sample) the unmeasured pixels run away: on the dipy slice,
+# 70 % inpainting gave -17 dB (clamped: 21.9 dB) and x4 super-resolution 8.5 dB. RED-Diff keeps its estimate near
+# the data and is left as trained.
+SAMPLER_PRIOR_CLIP: dict[str, float] = {"smc": 1.0}
+
+
+def load_prior_for(prior: Any, sampler: str, device: torch.device | str = "cpu") -> Any:
+    """``load_prior`` for a name or path (an object is used as given), with the clamp ``sampler`` needs."""
+    from invdiff.priors import load_prior
+
+    if not isinstance(prior, (str, Path)):
+        return prior
+    return load_prior(prior, device=device, clip=SAMPLER_PRIOR_CLIP.get(sampler))
 
 
 def starting_estimate(op: LinearOperator, y: Tensor, noise_sigma: float) -> Tensor:

@@ -68,12 +68,11 @@ class RetrospectiveReconstructd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        from invdiff.priors import load_prior
 
-        from .reconstruct import resolve_device
+        from .reconstruct import load_prior_for, resolve_device
 
         self.device = resolve_device(device)
-        self.prior = load_prior(prior, device=self.device)
+        self.prior = load_prior_for(prior, sampler, self.device)
         self.settings = {
             "operator": operator,
             "operator_options": dict(operator_options or {}),
