@@ -1,6 +1,6 @@
 """Every task, every applicable method, one command: invdiff, deepinv and sigpy on the same measurements and prior.
 
-    python benchmarks/harness.py                    # "small": CPU, about 10 minutes on 2 cores
+    python benchmarks/harness.py                    # "small": one slice, 100 steps; about 20 minutes on 2 CPU cores
     python benchmarks/harness.py --config full      # all held-out slices, more steps; meant for a GPU
     python benchmarks/harness.py --tasks "MRI 1-coil 4x" --methods RED-Diff DPS
 
