@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from nibabel.testing import data_path as nibabel_data
 from PIL import Image
@@ -29,13 +28,7 @@ BANDS, SIZE = 16, 32
 CPU = ["--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """DDS2M runs many tiny convolutions: on the shared 2-core machine a second intra-op thread only slows it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ from invdiff.vs2m import VS2M, SpatialConfig
 SMALL = SpatialConfig((8, 8), (4, 4), (3, 3))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many tiny convolutions: on the shared 2-core machine two intra-op threads made this file ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def gen(seed: int = 0) -> torch.Generator:
