@@ -179,7 +179,20 @@ def dwt_matrix(wavelet: str, length: int, levels: int = 1, mode: str = "periodiz
 
 
 # ---- the spatial wavelet transform ---------------------------------------------------------------------------
-class WaveletTransform(LinearOperator):
+class _OrthonormalRows(LinearOperator):
+    """An encoder ``W`` with ``W W^T = I`` (orthonormal rows): its pseudo-inverse is ``W^T`` (its inverse when ``W`` is
+    square, as a full wavelet transform is) and its operator norm is 1, in closed form."""
+
+    def pinv(self, y: Tensor, *, tol: float = 1e-6, max_iter: int = 100) -> Tensor:
+        """``W^+ y = W^T y`` (``tol``/``max_iter`` are unused)."""
+        self.check_y(y)
+        return self.adjoint(y)
+
+    def opnorm(self, *, iterations: int = 100, generator: torch.Generator | None = None) -> Tensor:
+        return torch.ones((), dtype=torch.float64)
+
+
+class WaveletTransform(_OrthonormalRows):
     """Orthonormal 2D/3D discrete wavelet transform, image ``(B, C, *spatial)`` -> latent grid ``(B, K*C, *coarse)``.
 
     ``K = 2^(d * levels)`` slots per image channel on the grid ``coarse = spatial / 2^levels`` (module
@@ -283,14 +296,6 @@ class WaveletTransform(LinearOperator):
                 v = _apply_along(v, self._matrix(v.shape[axis], v).mT, axis)
         return v.reshape(b, c, *v.shape[1:])
 
-    def pinv(self, y: Tensor, *, tol: float = 1e-6, max_iter: int = 100) -> Tensor:
-        """``W^{-1} y = W^T y`` (orthonormal; ``tol``/``max_iter`` are unused)."""
-        self.check_y(y)
-        return self.adjoint(y)
-
-    def opnorm(self, *, iterations: int = 100, generator: torch.Generator | None = None) -> Tensor:
-        return torch.ones((), dtype=torch.float64)
-
     def to_config(self) -> dict[str, Any]:
         return {
             "kind": "wavelet",
@@ -305,7 +310,7 @@ class WaveletTransform(LinearOperator):
 
 
 # ---- the spectral transform -------------------------------------------------------------------------------
-class SpectralTransform(LinearOperator):
+class SpectralTransform(_OrthonormalRows):
     """``z = U^T x`` along the band axis: cube ``(B, bands, *spatial)`` -> ``(B, rank, *spatial)``.
 
     ``U`` (``bands x rank``) has orthonormal columns: orthonormal for ``rank = bands``, a partial isometry
@@ -408,14 +413,6 @@ class SpectralTransform(LinearOperator):
 
     def adjoint(self, z: Tensor) -> Tensor:
         return torch.einsum("kr,br...->bk...", self.basis.to(z.dtype), z)
-
-    def pinv(self, y: Tensor, *, tol: float = 1e-6, max_iter: int = 100) -> Tensor:
-        """``(U^T)^+ = U`` because ``U^T U = I`` (``tol``/``max_iter`` are unused)."""
-        self.check_y(y)
-        return self.adjoint(y)
-
-    def opnorm(self, *, iterations: int = 100, generator: torch.Generator | None = None) -> Tensor:
-        return torch.ones((), dtype=torch.float64)
 
     def to_config(self) -> dict[str, Any]:
         # repr-exact floats: json writes Python floats with enough digits to read back the same float64
