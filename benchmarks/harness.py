@@ -54,8 +54,8 @@ from invdiff.pipelines.reconstruct import (  # noqa: E402
     starting_estimate,
 )
 from invdiff.pipelines.registry import OPERATORS, SAMPLER_PRESETS  # noqa: E402
-from invdiff.priors import WaveletLatentPrior, load_prior  # noqa: E402
-from invdiff.samplers import dds2m, red_diff, smc, wavelet_latent  # noqa: E402
+from invdiff.priors import load_prior  # noqa: E402
+from invdiff.samplers import dds2m, red_diff, sampler_for_prior, smc  # noqa: E402
 
 SIGMA = 0.01
 # Chosen by benchmarks/mri_reconstruction.py on MNI validation slices (the value it picked most often).
@@ -239,16 +239,13 @@ def invdiff_sampler(name: str, prior_name: str | None = None) -> Callable[..., O
         if name == "RED-Diff":
             options = {**SAMPLER_PRESETS["red-diff"], "steps": cfg["steps"], **cfg.get("options", {})}
             init = image_to_prior(problem, starting_estimate(inst.op, inst.y, inst.sigma))
-            if isinstance(problem.prior, WaveletLatentPrior):
-                result = wavelet_latent(problem.prior, problem.op, y_p, sampler="red_diff", noise=problem.noise,
-                                        init=init, generator=generator, **options)
-            else:
-                result = red_diff(problem.prior, problem.op, y_p, noise=problem.noise, init=init, generator=generator,
-                                  **options)
+            result = sampler_for_prior(red_diff, problem.prior)(problem.prior, problem.op, y_p, noise=problem.noise,
+                                                                init=init, generator=generator, **options)
             batch = 1
         else:
             options = {"particles": cfg["particles"], "steps": cfg["smc_steps"], **cfg.get("options", {})}
-            result = smc(problem.prior, problem.op, y_p, noise=problem.noise, generator=generator, **options)
+            result = sampler_for_prior(smc, problem.prior)(problem.prior, problem.op, y_p, noise=problem.noise,
+                                                           generator=generator, **options)
             batch = cfg["particles"]
         return Outcome(image_from_prior(problem, result.x)[0].cpu().numpy(), float(result.diagnostics["nfe"]), batch,
                        prior=problem.prior)
@@ -330,13 +327,13 @@ def tune(method: str, task: ImageTask, prior, cfg: dict, device: torch.device) -
         return grid[0]
     images = {f"mni-val-{i}": s.astype(np.float32) for i, s in enumerate(mri.tuning_slices(cfg["tune_slices"]))}
     instances = task.instances(images, device)
-    best, best_psnr = grid[0], -np.inf
-    for options in grid:
-        psnr = float(np.mean([image_scores(inst.truth[0, 0].cpu().double().numpy(), IMAGE_METHODS[method](
+
+    def mean_psnr(options: dict) -> float:
+        return float(np.mean([image_scores(inst.truth[0, 0].cpu().double().numpy(), IMAGE_METHODS[method](
             prior, inst, {**cfg, "options": options}, torch.Generator(device).manual_seed(1)).estimate[0].astype(
                 np.float64))["psnr"] for inst in instances]))
-        if psnr > best_psnr:
-            best, best_psnr = options, psnr
+
+    best, best_psnr = mri.tune(grid, mean_psnr)
     print(f"  {method}: {best} ({best_psnr:.2f} dB on {len(instances)} tuning slices)", flush=True)
     return best
 

@@ -46,6 +46,13 @@ from invdiff.operators import (
     birdcage_maps,
     equispaced_column_mask,
 )
+from invdiff.pipelines.reconstruct import (
+    image_from_prior,
+    image_to_prior,
+    measurement_to_prior,
+    prepare_problem,
+    std_from_prior,
+)
 from invdiff.pipelines.report import Panel, write_report
 from invdiff.priors import load_prior
 from invdiff.samplers import red_diff, smc
@@ -117,23 +124,22 @@ def l1_wavelet(ops: list, ys: torch.Tensor, lamda: float) -> np.ndarray:
 def run_sampler(prior, ops: list, ys: torch.Tensor, method: str, options: dict, seed: int):
     """One slice at a time (each has its own mask); returns data-unit means (and stds for SMC), NFE, s/slice.
 
-    The prior works on ``x = scale * u + offset``, so the measurement is moved there: ``y_x = scale * y + offset * A 1``.
+    The prior works on ``x = scale * u + offset``; the pipeline's helpers move the measurement, the start (the
+    zero-filled image) and the results between the two spaces.
     """
-    norm = prior.normalisation
-    noise = GaussianNoise(SIGMA * abs(norm.scale))
-    ones = torch.ones(1, 1, SIZE, SIZE)
     means, stds, nfe, wall = [], [], 0.0, 0.0
     for i, (op, y) in enumerate(zip(ops, ys, strict=True)):
         g = torch.Generator().manual_seed(seed * 7919 + i)
-        y_x = norm.scale * y[None] + norm.offset * op(ones)
+        problem = prepare_problem(prior, op, SIGMA)
+        y_x = measurement_to_prior(problem, y[None])
         if method == "red-diff":
-            init = norm.forward(op.adjoint(y[None]))
-            result = red_diff(prior, op, y_x, noise=noise, init=init, generator=g, **options)
+            init = image_to_prior(problem, op.adjoint(y[None]))
+            result = red_diff(problem.prior, op, y_x, noise=problem.noise, init=init, generator=g, **options)
         else:
-            result = smc(prior, op, y_x, noise=noise, generator=g, **options)
-        means.append(norm.inverse(result.x)[0, 0].numpy())
+            result = smc(problem.prior, op, y_x, noise=problem.noise, generator=g, **options)
+        means.append(image_from_prior(problem, result.x)[0, 0].numpy())
         if result.std is not None:
-            stds.append((result.std / abs(norm.scale))[0, 0].numpy())
+            stds.append(std_from_prior(problem, result.std)[0, 0].numpy())
         nfe += float(result.diagnostics["nfe"])
         wall += float(result.diagnostics["wall_s"])
     return np.stack(means), (np.stack(stds) if stds else None), nfe / len(ops), wall / len(ops)
@@ -157,16 +163,20 @@ def calibration(truth: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tuple[f
     return rho, coverage
 
 
-def tune(grid: dict[str, list], evaluate) -> dict:
-    """The grid point with the best mean PSNR on the tuning slices."""
-    best, best_psnr = {}, -np.inf
-    for values in itertools.product(*grid.values()):
-        options = dict(zip(grid, values, strict=True))
+def grid(axes: dict[str, list]) -> list[dict]:
+    """Every combination of the values of ``axes``: ``{"a": [1, 2]}`` -> ``[{"a": 1}, {"a": 2}]``."""
+    return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
+
+
+def tune(candidates: list[dict], evaluate) -> tuple[dict, float]:
+    """The candidate option set with the highest ``evaluate(options)`` (mean PSNR on tuning slices), and that PSNR."""
+    best, best_psnr = candidates[0], -np.inf
+    for options in candidates:
         psnr = evaluate(options)
         print(f"    tune {options}: {psnr:.2f} dB", flush=True)
         if psnr > best_psnr:
             best, best_psnr = options, psnr
-    return best
+    return best, best_psnr
 
 
 def slug(text: str) -> str:
@@ -226,14 +236,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((task, "zero-filled", {}, estimates["zero-filled"], 0, (time.perf_counter() - start) / len(truth),
                      None))
 
-        l1_opts = tune(l1_grid, lambda o, ops=t_ops, ys=t_ys: mean_psnr(tune_images, l1_wavelet(ops, ys, **o)))
+        l1_opts, _ = tune(grid(l1_grid), lambda o, ops=t_ops, ys=t_ys: mean_psnr(tune_images, l1_wavelet(ops, ys, **o)))
         start = time.perf_counter()
         estimates["L1-wavelet"] = l1_wavelet(e_ops, e_ys, **l1_opts)
         rows.append((task, "sigpy L1-wavelet", l1_opts, estimates["L1-wavelet"], 0,
                      (time.perf_counter() - start) / len(truth), None))
 
         if "red-diff" in args.methods:
-            opts = tune(red_grid, lambda o, ops=t_ops, ys=t_ys: mean_psnr(
+            opts, _ = tune(grid(red_grid), lambda o, ops=t_ops, ys=t_ys: mean_psnr(
                 tune_images, run_sampler(prior, ops, ys, "red-diff", o, seed=1)[0]))
             mean, _, nfe, wall = run_sampler(prior, e_ops, e_ys, "red-diff", opts, seed=2)
             estimates["RED-Diff"] = mean

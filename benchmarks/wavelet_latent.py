@@ -42,10 +42,16 @@ from invdiff.operators import (  # noqa: E402
     WaveletTransform,
     equispaced_column_mask,
 )
-from invdiff.pipelines.reconstruct import image_from_prior, measurement_to_prior, prepare_problem  # noqa: E402
+from invdiff.pipelines.reconstruct import (  # noqa: E402
+    image_from_prior,
+    image_to_prior,
+    measurement_to_prior,
+    prepare_problem,
+    starting_estimate,
+)
 from invdiff.priors import NetworkPrior, WaveletLatentPrior, load_prior  # noqa: E402
 from invdiff.priors.network import build_unet  # noqa: E402
-from invdiff.samplers import red_diff, wavelet_latent  # noqa: E402
+from invdiff.samplers import red_diff, sampler_for_prior  # noqa: E402
 from invdiff.schedule import VPSchedule  # noqa: E402
 
 SIGMA = 0.01
@@ -75,15 +81,12 @@ def reconstruct(prior, op, y, *, steps: int, lam: float, device: torch.device) -
     problem = prepare_problem(prior, op.to(device), SIGMA)
     y = y.to(device)
     y_p = measurement_to_prior(problem, y)
-    init = problem.prior.normalisation.forward(problem.op.pinv(y))
+    init = image_to_prior(problem, starting_estimate(problem.op, y, SIGMA))
     g = torch.Generator(device).manual_seed(0)
-    options = {"noise": problem.noise, "steps": steps, "lam": lam, "lr": 0.1, "init": init, "generator": g}
     with PeakMemory(device) as memory:
         start = time.perf_counter()
-        if isinstance(problem.prior, WaveletLatentPrior):
-            result = wavelet_latent(problem.prior, problem.op, y_p, sampler="red_diff", **options)
-        else:
-            result = red_diff(problem.prior, problem.op, y_p, **options)
+        result = sampler_for_prior(red_diff, problem.prior)(problem.prior, problem.op, y_p, noise=problem.noise,
+                                                            steps=steps, lam=lam, lr=0.1, init=init, generator=g)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start

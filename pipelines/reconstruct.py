@@ -27,7 +27,7 @@ from torch import Tensor
 
 from invdiff.operators import CenterCrop, DecomposableOperator, GaussianNoise, LinearOperator, Operator
 from invdiff.priors import WaveletLatentPrior
-from invdiff.samplers import Reconstruction, wavelet_latent
+from invdiff.samplers import Reconstruction, sampler_for_prior
 
 from .options import check_options, keyword_options, lookup
 from .registry import CUBE_OPERATORS, CUBE_SAMPLERS, OPERATORS, SAMPLERS, with_preset
@@ -266,10 +266,8 @@ class BatchReconstructor:
     def __init__(self, problem: Problem, *, sampler: str, sampler_options: Mapping[str, Any], seed: int) -> None:
         # A wavelet-latent prior runs any sampler in its latent (the operator composed with the inverse
         # transform); "wavelet-latent" names RED-Diff there and insists on such a prior.
-        self.latent = isinstance(problem.prior, WaveletLatentPrior)
-        lookup(SAMPLERS, sampler, "sampler")
         if sampler == "wavelet-latent":
-            if not self.latent:
+            if not isinstance(problem.prior, WaveletLatentPrior):
                 raise ValueError(
                     "sampler 'wavelet-latent' needs a wavelet-latent prior (--prior brain-mri-wavelet or one trained "
                     f"with latent: {{wavelet: haar}}), got a {type(problem.prior).__name__}"
@@ -289,10 +287,7 @@ class BatchReconstructor:
         y_data = y_data.to(device)
         pinv = starting_estimate(op, y_data, problem.noise_sigma)
         options = dict(self.sampler_options, init=image_to_prior(problem, pinv)) if self.takes_init else self.sampler_options
-        if self.latent:
-            options = dict(options, sampler=self.sampler_fn)
-        run = wavelet_latent if self.latent else self.sampler_fn
-        result: Reconstruction = run(
+        result: Reconstruction = sampler_for_prior(self.sampler_fn, prior)(
             prior, op, measurement_to_prior(problem, y_data), noise=problem.noise,
             generator=generator_for(self.seed, 2, index, device=device), **options,
         )

@@ -11,7 +11,7 @@ from .dds2m import DDS2M_PRESETS, dds2m, dds2m_schedule
 from .reconstruction import CALLBACK_KEYS, Reconstruction
 from .red_diff import red_diff
 from .smc import smc
-from .wavelet_latent import wavelet_latent
+from .wavelet_latent import sampler_for_prior, wavelet_latent
 
 __all__ = [
     "CALLBACK_KEYS",
@@ -20,6 +20,7 @@ __all__ = [
     "dds2m",
     "dds2m_schedule",
     "red_diff",
+    "sampler_for_prior",
     "smc",
     "wavelet_latent",
 ]

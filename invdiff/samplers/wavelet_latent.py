@@ -22,6 +22,7 @@ spectral transform (``rank < bands``) the reconstruction lies in the kept spectr
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +37,7 @@ from .reconstruction import Callback, Reconstruction, emit
 from .red_diff import red_diff
 from .smc import smc
 
-__all__ = ["wavelet_latent"]
+__all__ = ["sampler_for_prior", "wavelet_latent"]
 
 SAMPLERS: dict[str, Callable[..., Reconstruction]] = {"red_diff": red_diff, "smc": smc}
 
@@ -198,3 +199,11 @@ def _weighted_std(samples: Tensor, log_weights: Tensor | None) -> Tensor:
     w = w.view(b, k, *([1] * (samples.ndim - 2)))
     mean = (w * samples).sum(1, keepdim=True)
     return (w * (samples - mean).pow(2)).sum(1).sqrt()
+
+
+def sampler_for_prior(sampler: Callable[..., Reconstruction], prior: object) -> Callable[..., Reconstruction]:
+    """``sampler`` as it must run with ``prior``: unchanged, or in the latent of a ``WaveletLatentPrior`` (with the
+    image-space arguments and results of ``wavelet_latent``)."""
+    if isinstance(prior, WaveletLatentPrior):
+        return functools.partial(wavelet_latent, sampler=sampler)
+    return sampler
