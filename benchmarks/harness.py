@@ -44,7 +44,7 @@ from results_file import hardware, update_section  # noqa: E402
 
 from invdiff import metrics  # noqa: E402
 from invdiff.data import data_path  # noqa: E402
-from invdiff.operators import GaussianNoise, LinearOperator  # noqa: E402
+from invdiff.operators import DecomposableOperator, GaussianNoise, LinearOperator  # noqa: E402
 from invdiff.pipelines.reconstruct import (  # noqa: E402
     image_from_prior,
     image_to_prior,
@@ -308,8 +308,6 @@ def applies(method: str, task: ImageTask, op: LinearOperator) -> bool:
     if method == "sigpy SENSE":
         return task.kind == "mri" and task.coils > 1
     if method == "deepinv DDRM":  # needs a closed-form SVD
-        from invdiff.operators import DecomposableOperator
-
         return isinstance(getattr(op, "outer", op), DecomposableOperator)
     return True
 

@@ -189,10 +189,11 @@ def starting_estimate(op: LinearOperator, y: Tensor, noise_sigma: float) -> Tens
     MRI and downsampling have no singular values in that range and get exactly their pseudo-inverse. Operators
     without an SVD get ``op.pinv`` (conjugate gradients).
     """
-    if isinstance(op, DecomposableOperator):
-        largest = float(op.singular_values().abs().max())
-        return op.pinv(y, tol=min(1.0, max(1e-6, 10 * noise_sigma / largest)) if largest > 0 else 1e-6)
-    return op.pinv(y)
+    if not isinstance(op, DecomposableOperator):
+        return op.pinv(y)
+    largest = float(op.singular_values().abs().max())
+    relative_cutoff = 10 * noise_sigma / largest if largest > 0 else 0.0  # op.pinv's tol is relative to the largest
+    return op.pinv(y, tol=min(1.0, max(1e-6, relative_cutoff)))
 
 
 def prepare_problem(prior: Any, op: Operator, noise_sigma: float) -> Problem:

@@ -287,10 +287,11 @@ CUBE_SAMPLERS: frozenset[str] = frozenset({"dds2m"})
 SAMPLER_PRESETS: dict[str, dict[str, object]] = {
     "red-diff": {"steps": 200, "lam": 300.0, "lr": 0.1},
     "smc": {"particles": 16, "steps": 100},
-    "wavelet-latent": {"steps": 200, "lam": 300.0, "lr": 0.1},  # RED-Diff's: the latent is an orthonormal change of basis
     # What every DDS2M task shares; the per-operator presets below add the schedule length and the etas.
     "dds2m": {"steps": 800, "lr": 5e-3},
 }
+# "wavelet-latent" is RED-Diff in an orthonormal change of basis: the same likelihood scale, the same settings.
+SAMPLER_PRESETS["wavelet-latent"] = SAMPLER_PRESETS["red-diff"]
 
 # Presets of a sampler for one operator, over its general preset: DDS2M's per-task CPU settings, chosen on the
 # held-out scene of benchmarks/hsi_restoration.py (invdiff.samplers.dds2m.DDS2M_PRESETS). Band completion and
