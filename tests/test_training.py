@@ -78,6 +78,9 @@ def test_shipped_example_config_is_valid() -> None:
         (["data=x", "precision=fp8"], "precision must be one of"),
         (["data=x", "network.in_channels=2"], "network.in_channels is set from the data options"),
         (["data=x", "slice_axes=[3]"], "slice_axes must be axes in"),
+        (["data=x", "spatial_dims=3", "zoom=0"], r"zoom must be a number in \(0, 4\], got 0"),
+        (["data=x", "zoom=0.5"], r"spatial_dims must be 3 when zoom \(0.5\) or patches_per_volume \(1\) is set"),
+        (["data=x", "spatial_dims=3", "patches_per_volume=0"], r"patches_per_volume must be an integer >= 1, got 0"),
         (["data"], "must look like key=value"),
     ],
 )
@@ -188,6 +191,27 @@ def test_datamodule_3d_patches(data_dir: Path) -> None:
     assert volume.shape == (1, 33, 41, 25) and volume.max() == 1.0  # whole volume, percentile-scaled
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape == (1, 1, 16, 16, 16) and batch.min() >= -1 and batch.max() <= 1
+
+
+def test_datamodule_3d_zoom_and_patches_per_volume(data_dir: Path) -> None:
+    from monai.transforms import Zoom
+
+    from invdiff.training.brain_data import percentile_scale
+    from invdiff.training.data import DiffusionDataModule, load_image
+
+    cfg = tiny_config(data_dir / "anat.nii.gz", data_dir / "unused", spatial_dims=3, image_size=8, batch_size=3,
+                      val_fraction=0.0, zoom=0.5, patches_per_volume=5)
+    dm = DiffusionDataModule(cfg)
+    dm.setup("fit")
+    assert len(dm.train_items) == 5 and all(item is dm.train_items[0] for item in dm.train_items)  # shared, not copied
+    volume = dm.train_items[0]
+    assert volume.shape == (1, 16, 20, 12)  # 33 x 41 x 25 halved (MONAI Zoom rounds down)
+    raw, _ = load_image(data_dir / "anat.nii.gz")
+    expected = percentile_scale(torch.as_tensor(Zoom(0.5, mode="area", keep_size=False)(raw)).float().clamp(min=0))
+    np.testing.assert_allclose(volume, expected.numpy(), atol=1e-6)  # resampled first, then scaled as a whole
+    batches = list(dm.train_dataloader())
+    assert [b.shape[0] for b in batches] == [3] and batches[0].shape[1:] == (1, 8, 8, 8)  # last partial batch dropped
+    assert not torch.equal(batches[0][0], batches[0][1])  # each repeat gets its own random crop
 
 
 def test_complex_npy_gives_two_channels(tmp_path: Path) -> None:

@@ -29,6 +29,10 @@ class TrainConfig:
             a glob pattern, or the built-in ``"mni152-t1"`` (the nilearn MNI ICBM152 T1 template, needs
             ``pip install 'invdiff[data]'``).
         spatial_dims: 2 (volumes are sliced along ``slice_axes``) or 3 (random ``image_size``³ patches).
+        zoom: 3D only: volumes are resampled by this factor before cropping (0.5 turns a 1 mm template into 2 mm
+            voxels, so a patch covers more anatomy), with area averaging when shrinking.
+        patches_per_volume: 3D only: random patches drawn from each volume per epoch (a single template volume
+            would otherwise give batches of one patch).
         image_size: side of the square training images (2D) or cubic patches (3D).
         channels: 1 (real or magnitude) or 2 (complex NPY data as real/imaginary channels).
         slice_axes: volume axes to slice along (2D).
@@ -66,6 +70,8 @@ class TrainConfig:
     description: str = ""
     # data
     spatial_dims: int = 2
+    zoom: float = 1.0
+    patches_per_volume: int = 1
     image_size: int = 64
     channels: int = 1
     slice_axes: tuple[int, ...] = (2,)
@@ -121,7 +127,11 @@ class TrainConfig:
         need(isinstance(self.data, str) and bool(self.data), "data", "a non-empty path, glob or 'mni152-t1'")
         need(self.spatial_dims in (2, 3), "spatial_dims", "2 or 3")
         need(self.channels in (1, 2), "channels", "1 or 2")
-        for name in ("image_size", "batch_size", "steps", "num_nodes"):
+        need(isinstance(self.zoom, (int, float)) and not isinstance(self.zoom, bool) and 0 < self.zoom <= 4, "zoom",
+             "a number in (0, 4]")
+        need(self.spatial_dims == 3 or (self.zoom == 1 and self.patches_per_volume == 1), "spatial_dims",
+             f"3 when zoom ({self.zoom}) or patches_per_volume ({self.patches_per_volume}) is set")
+        for name in ("image_size", "batch_size", "steps", "num_nodes", "patches_per_volume"):
             pos_int(name)
         for name in ("num_workers", "log_every", "val_every", "sample_every", "checkpoint_every", "export_every"):
             pos_int(name, 0)

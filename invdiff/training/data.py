@@ -8,8 +8,9 @@ real/imaginary channels when ``channels=2``).
 5 % of the volume maximum) covers less than ``min_foreground`` are dropped; each slice is transposed and flipped
 (superior or anterior up for RAS volumes), zero-padded square, resampled to ``image_size`` (area averaging when
 shrinking) and divided by the ``percentile`` of its foreground, then clipped to [0, 1]
-(``invdiff.training.brain_data.preprocess_slice``). 3D training: each volume is scaled the same way as a whole
-and random ``image_size``³ patches are cropped (zero padding where smaller).
+(``invdiff.training.brain_data.preprocess_slice``). 3D training: each volume is resampled by ``zoom`` (MONAI
+``Zoom``), scaled the same way as a whole, and ``patches_per_volume`` random ``image_size``³ patches are cropped
+from it per epoch (zero padding where smaller).
 
 Augmentation per draw (MONAI random transforms with their own seeded random state): left-right flips, optional
 small affine (±10° rotation, ±10 % scale) and 2D elastic deformation. Items are then mapped to the prior space by
@@ -187,6 +188,11 @@ def _complex_scale(parts: Tensor, percentile: float) -> Tensor:
 
 def _scale_volume(vol: np.ndarray, config: TrainConfig) -> np.ndarray:
     t = torch.as_tensor(vol)
+    if config.zoom != 1:
+        from monai.transforms import Zoom
+
+        mode = "area" if config.zoom < 1 else "trilinear"
+        t = torch.as_tensor(Zoom(config.zoom, mode=mode, keep_size=False)(t)).float()
     if config.channels == 1:
         t = percentile_scale(t.clamp(min=0), config.percentile)
     else:
@@ -225,7 +231,8 @@ class DiffusionDataModule(L.LightningDataModule):
         order = torch.randperm(len(items), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         n_val = int(round(cfg.val_fraction * len(items))) if len(items) > 1 else 0
         self.val_items = [items[i] for i in order[:n_val]]
-        self.train_items = [items[i] for i in order[n_val:]]
+        # Repeated references, not copies: each repeat gets its own random crop.
+        self.train_items = [items[i] for i in order[n_val:]] * cfg.patches_per_volume
 
     def _transforms(self, train: bool):  # noqa: ANN202 (a MONAI Compose)
         from monai.transforms import Compose, Rand2DElastic, RandAffine, RandFlip, RandSpatialCrop, SpatialPad
