@@ -33,6 +33,7 @@ from .reconstruct import (
     generator_for,
     load_prior_for,
     prepare_problem,
+    prior_spatial_dims,
     reconstruct_slices,
     resolve_device,
     simulate_slices,
@@ -181,7 +182,9 @@ def reconstruct_volume(
 ) -> VolumeResult:
     """Simulate measurements of every slice of ``array`` (``(S, H, W)``, scan units), reconstruct them
     and evaluate against ``array``. The array-level core of ``reconstruct_scan`` and the MONAI transforms.
-    ``prior`` is a shipped name, a checkpoint path, or a loaded prior."""
+    ``prior`` is a shipped name, a checkpoint path, or a loaded prior. A 3D prior (trained on volumes or volume
+    patches) reconstructs the whole volume at once from a 3D measurement (e.g. 3D Cartesian MRI: a mask over two
+    phase-encode axes with ``mask=poisson``); ``batch_size`` and ``devices`` then have nothing to split."""
 
     _check_scan_pairing(operator, sampler)
     array = np.asarray(array)
@@ -189,18 +192,24 @@ def reconstruct_volume(
         raise ValueError(f"array must be a stack of 2D slices (S, H, W), got shape {array.shape}")
     torch_device = torch.device(device)
     window = IntensityWindow.of(array)
-    images = torch.from_numpy(window.to_data(array.astype(np.float64))).float()[:, None]  # (S, 1, H, W)
     network_prior = load_prior_for(prior, sampler, torch_device)
+    volumetric = prior_spatial_dims(network_prior) == 3
+    data_units = torch.from_numpy(window.to_data(array.astype(np.float64))).float()
+    images = data_units[None, None] if volumetric else data_units[:, None]  # (1, 1, S, H, W) or (S, 1, H, W)
     op = build_operator(operator, dict(operator_options or {}), tuple(images.shape[1:]), seed=seed)
     problem = prepare_problem(network_prior, op, noise_sigma)
     y = simulate_slices(op, images, noise_sigma, seed=seed)
     result = reconstruct_slices(
         problem, y, sampler=sampler, sampler_options=dict(sampler_options or {}), seed=seed, batch_size=batch_size,
-        device=torch_device, devices=devices, progress=progress,
+        device=torch_device, devices=None if volumetric else devices, progress=progress,
     )
-    recon = window.to_scan(result.estimate[:, 0]).astype(np.float32)
-    pinv = window.to_scan(result.pinv[:, 0]).astype(np.float32)
-    std = None if result.std is None else (result.std[:, 0] * window.width).astype(np.float32)
+
+    def as_volume(a: np.ndarray) -> np.ndarray:  # (S, H, W) from either layout
+        return a[0, 0] if volumetric else a[:, 0]
+
+    recon = window.to_scan(as_volume(result.estimate)).astype(np.float32)
+    pinv = window.to_scan(as_volume(result.pinv)).astype(np.float32)
+    std = None if result.std is None else (as_volume(result.std) * window.width).astype(np.float32)
     truth = array.astype(np.float64)
     scores = {"reconstruction": evaluate_arrays(truth, recon), "pseudo_inverse": evaluate_arrays(truth, pinv)}
     return VolumeResult(recon, std, pinv, scores, window, result.diagnostics, type(op).__name__,
@@ -410,6 +419,8 @@ def reconstruct_kspace(
         check_writable(path, overwrite=overwrite)
         refuse_inputs(path, data.source_files)
     network_prior = load_prior_for(prior, sampler, torch_device)
+    if prior_spatial_dims(network_prior) != 2:
+        raise ValueError(f"prior {prior!r} is a 3D prior; k-space input is reconstructed slice by slice and needs a 2D prior")
     kspace = torch.from_numpy(data.kspace)  # (S, C, H, W)
     slices, coils, height, width = kspace.shape
     estimates, stds, pinvs, diagnostics = [], [], [], []

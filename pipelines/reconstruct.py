@@ -38,6 +38,7 @@ __all__ = [
     "check_pairing",
     "derived_seed",
     "prepare_problem",
+    "prior_spatial_dims",
     "reconstruct_slices",
     "resolve_device",
 ]
@@ -177,6 +178,11 @@ def load_prior_for(prior: Any, sampler: str, device: torch.device | str = "cpu")
     if not isinstance(prior, (str, Path)):
         return prior
     return load_prior(prior, device=device, clip=SAMPLER_PRIOR_CLIP.get(sampler))
+
+
+def prior_spatial_dims(prior: Any) -> int:
+    """2 for priors of images, 3 for priors of volumes (a latent prior counts by its image shape)."""
+    return len(getattr(prior, "image_shape", prior.x_shape)) - 1
 
 
 def starting_estimate(op: LinearOperator, y: Tensor, noise_sigma: float) -> Tensor:
