@@ -5,14 +5,21 @@
 
 2D: single-coil 4x MRI (fastMRI equispaced mask, 8% centre, complex noise 0.01 in data units) of the held-out dipy
 T1 slice at 64x64 (the priors' training size) and at 256x256 (the priors applied convolutionally; the 256 slice is
-dipy's original, preprocessed like the training data), reconstructed by RED-Diff (200 steps; lambda chosen for each
-prior on 2 MNI validation slices at 64x64) with the shipped ``brain-mri`` prior (pixels, 1 x 64 x 64) and
-``brain-mri-wavelet`` (one-level Haar latent, 4 x 32 x 32). Both networks are MONAI DiffusionModelUNets with
-channels [32, 64, 64] (1.06 M parameters; only the in/out channels differ).
+dipy's original, preprocessed like the training data), reconstructed by RED-Diff (200 steps) with the shipped
+``brain-mri`` prior (pixels, 1 x 64 x 64) and ``brain-mri-wavelet`` (one-level Haar latent, 4 x 32 x 32). Both
+networks are MONAI DiffusionModelUNets with channels [32, 64, 64] (1.06 M parameters; only the in/out channels
+differ). RED-Diff's SNR weighting and lambda are chosen for each prior on 2 MNI validation slices at 64x64.
 
-3D: no 3D prior is trained (CPU only so far), so the 3D rows measure cost alone, with randomly initialised 3D
-networks of the same configuration: a 1 x 64^3 pixel volume against its 8 x 32^3 Haar latent; RED-Diff 20 steps on
-single-coil 3D Cartesian MRI. Quality is not reported there.
+3D, trained: 8x Poisson-disc 3D MRI (two phase-encode axes, 8^2 calibration block) of nibabel's ``anatomical.nii``
+(a real T1 of another subject, 2 mm, 33 x 41 x 25, zero-padded to 40 x 48 x 32; not skull-stripped, so out of
+distribution for MNI-trained priors) with 3D priors trained for the same CPU wall time on 2 mm MNI patches:
+``examples/train_brain_prior_3d.yaml`` (voxels, 1 x 32^3) and ``examples/train_wavelet_brain_prior_3d.yaml`` (Haar
+latent, 8 x 16^3), both U-Nets [16, 32, 32]. Train them first (``python -m invdiff.training --config ...``); the
+3D rows are skipped when ``runs/brain3d_*/prior`` is missing. RED-Diff 100 steps with the weighting and lambda
+chosen in 2D for the same kind of prior.
+
+3D, cost only: randomly initialised 3D networks of the shipped 2D configuration, a 1 x 64^3 volume against its
+8 x 32^3 Haar latent; RED-Diff 20 steps on single-coil 3D Cartesian MRI. Quality is not reported there.
 
 Peak memory: CUDA allocator peak on GPU; on CPU the growth of the resident set during the run (see harness.py).
 """
@@ -41,6 +48,7 @@ from invdiff.operators import (  # noqa: E402
     SinglecoilMRI,
     WaveletTransform,
     equispaced_column_mask,
+    poisson_disc_mask,
 )
 from invdiff.pipelines.reconstruct import (  # noqa: E402
     image_from_prior,
@@ -49,13 +57,17 @@ from invdiff.pipelines.reconstruct import (  # noqa: E402
     prepare_problem,
     starting_estimate,
 )
+from invdiff.pipelines.report import Panel, write_report  # noqa: E402
 from invdiff.priors import NetworkPrior, WaveletLatentPrior, load_prior  # noqa: E402
 from invdiff.priors.network import build_unet  # noqa: E402
 from invdiff.samplers import red_diff, sampler_for_prior  # noqa: E402
 from invdiff.schedule import VPSchedule  # noqa: E402
 
 SIGMA = 0.01
-LAMBDAS = (100.0, 300.0, 1000.0)
+# RED-Diff's prior weight w_t = lam * g(s_t): "linear" (the paper's g(s) = s) puts most weight on the noisiest
+# steps, where a latent network's epsilon is least accurate; "trunc_linear" (min(s, 1)) and "sqrt" do not.
+SETTINGS = tuple((weighting, lam) for weighting in ("linear", "trunc_linear", "sqrt") for lam in (10.0, 100.0, 1000.0))
+PRIORS_3D = {"pixel": Path("runs/brain3d_pixel/prior"), "wavelet latent": Path("runs/brain3d_wavelet/prior")}
 
 
 def dipy_slice(size: int) -> np.ndarray:
@@ -76,7 +88,8 @@ def measure(image: np.ndarray, seed: int) -> tuple:
     return op, y
 
 
-def reconstruct(prior, op, y, *, steps: int, lam: float, device: torch.device) -> tuple[np.ndarray, float, float]:
+def reconstruct(prior, op, y, *, steps: int, lam: float, device: torch.device, weighting: str = "linear"
+                ) -> tuple[np.ndarray, float, float]:
     """RED-Diff with ``prior`` (pixel or wavelet latent): estimate in data units, seconds, peak MB."""
     problem = prepare_problem(prior, op.to(device), SIGMA)
     y = y.to(device)
@@ -86,22 +99,65 @@ def reconstruct(prior, op, y, *, steps: int, lam: float, device: torch.device) -
     with PeakMemory(device) as memory:
         start = time.perf_counter()
         result = sampler_for_prior(red_diff, problem.prior)(problem.prior, problem.op, y_p, noise=problem.noise,
-                                                            steps=steps, lam=lam, lr=0.1, init=init, generator=g)
+                                                            steps=steps, lam=lam, weighting=weighting, lr=0.1,
+                                                            init=init, generator=g)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     return image_from_prior(problem, result.x)[0, 0].cpu().numpy(), seconds, memory.peak_mb
 
 
-def tune_lambda(prior, device: torch.device) -> float:
+def tune(prior, device: torch.device) -> tuple[str, float]:
+    """RED-Diff's (weighting, lambda) with the best mean PSNR on 2 MNI validation slices."""
     slices = mri.tuning_slices(2).astype(np.float32)
-    best, best_psnr = LAMBDAS[0], -np.inf
-    for lam in LAMBDAS:
-        psnr = np.mean([metrics.psnr(s, reconstruct(prior, *measure(s, 10 + i), steps=200, lam=lam, device=device)[0])
-                        for i, s in enumerate(slices)])
-        if psnr > best_psnr:
-            best, best_psnr = lam, psnr
-    return best
+
+    def evaluate(setting: tuple[str, float]) -> float:
+        weighting, lam = setting
+        return float(np.mean([metrics.psnr(s, reconstruct(prior, *measure(s, 10 + i), steps=200, lam=lam,
+                                                          weighting=weighting, device=device)[0])
+                              for i, s in enumerate(slices)]))
+
+    return mri.tune(list(SETTINGS), evaluate)[0]
+
+
+def heldout_volume() -> np.ndarray:
+    """nibabel's anatomical.nii (RAS, 2 mm), scaled like the 3D training data, zero-padded to 40 x 48 x 32."""
+    from monai.transforms import SpatialPad
+
+    from invdiff.training.brain_data import NIBABEL_ANATOMICAL, locate_package_file, percentile_scale
+    from invdiff.training.data import load_image
+
+    volume, _ = load_image(locate_package_file("nibabel", NIBABEL_ANATOMICAL))
+    volume = percentile_scale(torch.as_tensor(volume).clamp(min=0))
+    return np.asarray(SpatialPad((40, 48, 32))(volume))[0].astype(np.float32)
+
+
+def measure_3d(volume: np.ndarray, seed: int) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    shape = volume.shape
+    mask = poisson_disc_mask(shape, 8, 8, generator=g)
+    op = SinglecoilMRI(mask, complex_channels=True) @ RealAsComplexChannels(shape)
+    y = GaussianNoise(SIGMA).sample(op(torch.from_numpy(volume)[None, None]), generator=g)
+    return op, y
+
+
+def write_mid_slices(volumes: dict[str, np.ndarray], path: Path) -> None:
+    """The three orthogonal mid-slices of each volume, one row of panels per axis, stacked in one PNG."""
+    from PIL import Image
+
+    window = (0.0, float(volumes["truth"].max()))
+    rows = []
+    for axis in range(3):
+        panels = [Panel(f"{name}, axis {axis}", np.take(v, v.shape[axis] // 2, axis=axis).T[::-1], window)
+                  for name, v in volumes.items()]
+        row_path = path.with_name(f"{path.stem}_axis{axis}.png")
+        write_report(panels, row_path, panel_size=160, overwrite=True)
+        rows.append(Image.open(row_path))
+        row_path.unlink()
+    sheet = Image.new("RGB", (rows[0].width, sum(r.height for r in rows)))
+    for i, row in enumerate(rows):
+        sheet.paste(row, (0, i * rows[0].height))
+    sheet.save(path)
 
 
 def matched_3d_priors(size: int) -> dict[str, object]:
@@ -126,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     start_all = time.perf_counter()
     priors = {"pixel": load_prior("brain-mri").to(device), "wavelet latent": load_prior("brain-mri-wavelet").to(device)}
-    lambdas = {name: tune_lambda(prior, device) for name, prior in priors.items()}
-    print(f"lambda chosen on MNI validation slices: {lambdas}", flush=True)
+    settings = {name: tune(prior, device) for name, prior in priors.items()}
+    print(f"(weighting, lambda) chosen on MNI validation slices: {settings}", flush=True)
+
+    def note(name: str) -> str:
+        weighting, lam = settings[name]
+        return f"{weighting}, lam {lam:g}"
 
     rows = []
     for size in (64, 256):
@@ -136,10 +196,30 @@ def main(argv: list[str] | None = None) -> int:
         zf = op.adjoint(y)[0, 0].numpy()
         rows.append((f"2D {size}x{size}", "zero-filled", metrics.psnr(truth, zf), metrics.ssim(truth, zf), 0.0, 0.0, "–"))
         for name, prior in priors.items():
-            est, seconds, peak = reconstruct(prior, op, y, steps=200, lam=lambdas[name], device=device)
+            weighting, lam = settings[name]
+            est, seconds, peak = reconstruct(prior, op, y, steps=200, lam=lam, weighting=weighting, device=device)
             rows.append((f"2D {size}x{size}", name, metrics.psnr(truth, est), metrics.ssim(truth, est), seconds, peak,
-                         f"lam {lambdas[name]:g}"))
+                         note(name)))
             print(rows[-1], flush=True)
+
+    trained_3d = {name: path for name, path in PRIORS_3D.items() if path.with_suffix(".json").exists()}
+    if trained_3d:
+        volume = heldout_volume()
+        op3, y3 = measure_3d(volume, seed=4)
+        problem = f"3D {'x'.join(map(str, volume.shape))} (trained 3D priors)"
+        zf = op3.adjoint(y3)[0, 0].numpy()
+        rows.append((problem, "zero-filled", metrics.psnr(volume, zf), metrics.ssim(volume, zf), 0.0, 0.0, "–"))
+        volumes = {"truth": volume, "zero-filled": zf}
+        for name, path in trained_3d.items():
+            prior = load_prior(path).to(device)
+            weighting, lam = settings[name]
+            est, seconds, peak = reconstruct(prior, op3, y3, steps=100, lam=lam, weighting=weighting, device=device)
+            trained = prior.provenance
+            rows.append((problem, name, metrics.psnr(volume, est), metrics.ssim(volume, est), seconds, peak,
+                         f"{note(name)}; trained {trained['steps']} steps in {trained['wall_time_s'] / 60:.0f} min"))
+            print(rows[-1], flush=True)
+            volumes[name] = est
+        write_mid_slices(volumes, Path(__file__).with_name("figures") / "wavelet_3d.png")
 
     size = args.size_3d
     g = torch.Generator().manual_seed(3)
@@ -162,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         "Single-coil 4x MRI (equispaced, 8% centre, noise 0.01) of the held-out dipy T1 slice; RED-Diff 200 steps "
         "with the shipped `brain-mri` (pixels) and `brain-mri-wavelet` (Haar latent) priors, both MONAI U-Nets "
         "[32, 64, 64] of 1.06 M parameters trained on the same MNI slices (the wavelet prior for 2500 steps in 22 "
-        "min, the pixel prior for 1500 in 67 min); lambda chosen per prior on MNI validation slices. 3D rows: cost "
-        "of 20 RED-Diff steps with randomly initialised 3D networks of the same configuration (no 3D prior is "
-        "trained yet), so no quality. Peak memory: "
+        "min, the pixel prior for 1500 in 67 min); RED-Diff's SNR weighting and lambda chosen per prior on MNI "
+        "validation slices. Trained 3D rows: 8x Poisson-disc 3D MRI of nibabel's anatomical.nii (another subject, "
+        "2 mm, not skull-stripped) with 3D U-Nets [16, 32, 32] trained on 2 mm MNI patches for the same CPU time "
+        "(voxels 1 x 32^3, latent 8 x 16^3), RED-Diff 100 steps. Untrained 3D rows: cost of 20 RED-Diff steps with "
+        "randomly initialised 3D networks of the 2D priors' configuration, so no quality. Peak memory: "
         + ("CUDA allocator peak." if device.type == "cuda" else "resident-set growth on CPU."),
         "",
         "| problem | prior | PSNR (dB) | SSIM | seconds | peak MB | note |",

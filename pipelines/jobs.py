@@ -137,7 +137,7 @@ def reconstruct_scan(
         "input": {"path": str(input_path), "kind": scan.kind, "sha256": scan.source_hash, "shape": list(scan.array.shape)},
         "operator": {"name": operator, "options": operator_options, "type": volume.operator_type},
         "noise": {"model": "gaussian", "sigma_data_units": noise_sigma},
-        "sampler": {"name": sampler, "options": with_preset(sampler, sampler_options), "diagnostics": volume.diagnostics},
+        "sampler": {"name": sampler, "options": volume.sampler_options, "diagnostics": volume.diagnostics},
         "prior": {"name": prior, "provenance": volume.prior_provenance},
         "intensity_window": {"low": volume.window.low, "high": volume.window.high},
         "seed": seed,
@@ -163,6 +163,7 @@ class VolumeResult:
     diagnostics: dict[str, Any]
     operator_type: str
     prior_provenance: dict[str, Any]
+    sampler_options: dict[str, Any]
 
 
 def reconstruct_volume(
@@ -213,7 +214,7 @@ def reconstruct_volume(
     truth = array.astype(np.float64)
     scores = {"reconstruction": evaluate_arrays(truth, recon), "pseudo_inverse": evaluate_arrays(truth, pinv)}
     return VolumeResult(recon, std, pinv, scores, window, result.diagnostics, type(op).__name__,
-                        dict(getattr(network_prior, "provenance", {})))
+                        dict(getattr(network_prior, "provenance", {})), result.sampler_options)
 
 
 def _check_scan_pairing(operator: str, sampler: str) -> None:
@@ -462,7 +463,7 @@ def reconstruct_kspace(
                   "mask": str(mask_path) if mask_path else "in file"},
         "operator": {"name": "mri-multicoil (ESPIRiT maps)" if coils > 1 else "mri", "coils": coils},
         "noise": {"model": "gaussian", "sigma_data_units": noise_sigma},
-        "sampler": {"name": sampler, "options": with_preset(sampler, dict(sampler_options or {})), "diagnostics": diagnostics},
+        "sampler": {"name": sampler, "options": result.sampler_options, "diagnostics": diagnostics},
         "prior": {"name": prior, "provenance": dict(getattr(network_prior, "provenance", {}))},
         "seed": seed,
         "outputs": {k: [str(p) for p in v] for k, v in written.items()},

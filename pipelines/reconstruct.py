@@ -249,6 +249,7 @@ class SliceResult:
     std: np.ndarray | None
     pinv: np.ndarray
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    sampler_options: dict[str, Any] = field(default_factory=dict)  # what the sampler ran with (preset + user's)
 
 
 @dataclass(frozen=True)
@@ -273,16 +274,17 @@ class BatchReconstructor:
     def __init__(self, problem: Problem, *, sampler: str, sampler_options: Mapping[str, Any], seed: int) -> None:
         # A wavelet-latent prior runs any sampler in its latent (the operator composed with the inverse
         # transform); "wavelet-latent" names RED-Diff there and insists on such a prior.
-        if sampler == "wavelet-latent":
-            if not isinstance(problem.prior, WaveletLatentPrior):
-                raise ValueError(
-                    "sampler 'wavelet-latent' needs a wavelet-latent prior (--prior brain-mri-wavelet or one trained "
-                    f"with latent: {{wavelet: haar}}), got a {type(problem.prior).__name__}"
-                )
-            sampler = "red-diff"
+        latent = isinstance(problem.prior, WaveletLatentPrior)
+        if sampler == "wavelet-latent" and not latent:
+            raise ValueError(
+                "sampler 'wavelet-latent' needs a wavelet-latent prior (--prior brain-mri-wavelet or one trained "
+                f"with latent: {{wavelet: haar}}), got a {type(problem.prior).__name__}"
+            )
+        preset = "wavelet-latent" if latent and sampler in ("red-diff", "wavelet-latent") else sampler
+        sampler = "red-diff" if sampler == "wavelet-latent" else sampler
         self.sampler_fn = lookup(SAMPLERS, sampler, "sampler")
         check_options(self.sampler_fn, sampler_options, owner=f"sampler {sampler!r}", reserved=_RESERVED_SAMPLER_OPTIONS)
-        self.problem, self.sampler_options, self.seed = problem, with_preset(sampler, dict(sampler_options)), seed
+        self.problem, self.sampler_options, self.seed = problem, with_preset(preset, dict(sampler_options)), seed
         # Samplers that take a starting point get the pseudo-inverse in data units (zero-filled
         # intensities) mapped to prior space; the prior's offset would otherwise leak into unobserved pixels.
         self.takes_init = "init" in keyword_options(self.sampler_fn) and "init" not in sampler_options
@@ -350,6 +352,7 @@ def reconstruct_slices(
             "batches": len(outputs),
             "devices": devices or 1,
         },
+        sampler_options=dict(reconstructor.sampler_options),
     )
 
 
