@@ -2,7 +2,7 @@
 reproducibility, sidecars, and one-line errors.
 
 The cube is a real-spectra scene from ``invdiff.hsi_data`` (32 x 32 pixels, 16 bands). DDS2M runs a few hundred
-steps instead of its 800-1200 step presets, enough to beat the degraded input clearly (measured: denoising
+steps instead of its 800-3000 step presets, enough to beat the degraded input clearly (measured: denoising
 sigma 0.1, 300 steps: 25.7-26.6 dB against the noisy cube's 20.0 dB; completion of 50 % of the voxels,
 200 steps: 13.9-14.5 dB against 9.7 dB zero-filled; seeds 0-3).
 """
