@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["SCENES", "Scene", "earthlib_library", "make_scene", "scene_parts", "wavelengths"]
+__all__ = ["SCENES", "TRAINING_SCENES", "Scene", "earthlib_library", "make_scene", "scene_parts", "wavelengths"]
 
 # scene -> (scikit-image photograph, six earthlib LEVEL_3 classes, dark-to-bright cluster order)
 _SCENES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -50,6 +50,15 @@ _SCENES: dict[str, tuple[str, tuple[str, ...]]] = {
     "rocket": ("rocket", ("asphalt", "road", "canopy", "gravel", "metal", "sidewalk")),
 }
 SCENES: tuple[str, ...] = tuple(_SCENES)
+# Training scenes for cube priors (``data: hsi-training``): other photographs and other material sets, so a prior
+# trained on them never sees the evaluation (coffee, astronaut, chelsea) or tuning (rocket) scenes.
+_TRAINING_SCENES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ihc": ("immunohistochemistry", ("char", "dirt", "wood_shingle", "parking_lot", "tile", "sidewalk")),
+    "retina": ("retina", ("asphalt", "npv", "soil", "wood", "paint", "concrete_tile")),
+    "hubble": ("hubble_deep_field", ("char", "parking_lot", "gravel", "litter", "comp_shingle", "sand")),
+    "colorwheel": ("colorwheel", ("metal", "canopy", "bark", "road", "tile", "sidewalk")),
+}
+TRAINING_SCENES: tuple[str, ...] = tuple(_TRAINING_SCENES)
 _WL_RANGE = (400.0, 2450.0)  # nm, earthlib's range
 _MAX_BANDS = 180
 
@@ -126,7 +135,7 @@ def scene_parts(name: str, size: int = 128, bands: int = 31) -> Scene:
     """Build the parts of scene ``name`` deterministically (see the module docstring).
 
     Args:
-        name: one of ``SCENES``.
+        name: one of ``SCENES`` (evaluation and tuning) or ``TRAINING_SCENES``.
         size: output height and width in pixels (16-512).
         bands: number of bands (2-180) evenly spaced over 400-2450 nm.
 
@@ -134,12 +143,13 @@ def scene_parts(name: str, size: int = 128, bands: int = 31) -> Scene:
         ValueError: unknown scene, bad size or band count.
         ModuleNotFoundError: earthlib is not installed.
     """
-    if name not in _SCENES:
-        raise ValueError(f"unknown scene {name!r}; choose from: {', '.join(SCENES)}")
+    scenes = {**_SCENES, **_TRAINING_SCENES}
+    if name not in scenes:
+        raise ValueError(f"unknown scene {name!r}; choose from: {', '.join(scenes)}")
     if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 512:
         raise ValueError(f"size must be an integer in [16, 512], got {size!r}")
     _check_bands(bands)
-    image_name, materials = _SCENES[name]
+    image_name, materials = scenes[name]
     lab = _lab_image(image_name, size)  # (H, W, 3): L in [0, 100], a, b
     abundances = _soft_assign(lab, len(materials))
     library, lib_wl, classes = earthlib_library()

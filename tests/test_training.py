@@ -79,7 +79,7 @@ def test_shipped_example_config_is_valid() -> None:
         (["data=x", "network.in_channels=2"], "network.in_channels is set from the data options"),
         (["data=x", "slice_axes=[3]"], "slice_axes must be axes in"),
         (["data=x", "spatial_dims=3", "zoom=0"], r"zoom must be a number in \(0, 4\], got 0"),
-        (["data=x", "zoom=0.5"], r"spatial_dims must be 3 when zoom \(0.5\) or patches_per_volume \(1\) is set"),
+        (["data=x", "zoom=0.5"], r"spatial_dims must be 3 when zoom \(0.5\) is set"),
         (["data=x", "spatial_dims=3", "patches_per_volume=0"], r"patches_per_volume must be an integer >= 1, got 0"),
         (["data"], "must look like key=value"),
     ],

@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["TrainConfig", "load_config", "parse_overrides"]
+import torch
+
+__all__ = ["HSI_TRAINING", "TrainConfig", "build_latent_transform", "load_config", "parse_overrides"]
+
+HSI_TRAINING = "hsi-training"  # the built-in hyperspectral training cubes (invdiff.hsi_data.TRAINING_SCENES)
 
 Precision = Literal["32-true", "16-mixed", "bf16-mixed", "64-true", "auto"]
 
@@ -26,15 +30,18 @@ class TrainConfig:
 
     Data:
         data: a folder (searched recursively for NIfTI, PNG, NPY files and DICOM series folders), a single file,
-            a glob pattern, or the built-in ``"mni152-t1"`` (the nilearn MNI ICBM152 T1 template, needs
-            ``pip install 'invdiff[data]'``).
+            a glob pattern, the built-in ``"mni152-t1"`` (the nilearn MNI ICBM152 T1 template, needs
+            ``pip install 'invdiff[data]'``), or the built-in ``"hsi-training"``: hyperspectral cubes (bands as
+            channels, values in [0, 1]) of ``invdiff.hsi_data.TRAINING_SCENES`` at 128 x 128, never the
+            evaluation or tuning scenes; random ``image_size``² crops are drawn from them.
         spatial_dims: 2 (volumes are sliced along ``slice_axes``) or 3 (random ``image_size``³ patches).
         zoom: 3D only: volumes are resampled by this factor before cropping (0.5 turns a 1 mm template into 2 mm
             voxels, so a patch covers more anatomy), with area averaging when shrinking.
-        patches_per_volume: 3D only: random patches drawn from each volume per epoch (a single template volume
-            would otherwise give batches of one patch).
+        patches_per_volume: 3D and cubes only: random patches drawn from each volume or cube per epoch (a single
+            template volume would otherwise give batches of one patch).
         image_size: side of the square training images (2D) or cubic patches (3D).
-        channels: 1 (real or magnitude) or 2 (complex NPY data as real/imaginary channels).
+        channels: 1 (real or magnitude) or 2 (complex NPY data as real/imaginary channels); for
+            ``"hsi-training"`` the number of bands (2-180).
         slice_axes: volume axes to slice along (2D).
         min_foreground: drop slices whose fraction of pixels above 5 % of the volume maximum is below this.
         percentile: intensities are divided by this percentile of the foreground, then clipped to [0, 1].
@@ -47,7 +54,11 @@ class TrainConfig:
     the network target. ``latent`` (e.g. ``{wavelet: haar, levels: 1}``, optional ``mode``) trains on orthonormal
     wavelet coefficients instead of pixels: each batch goes through ``WaveletTransform(x_shape, **latent)`` before
     the diffusion loss, the network's channels follow the latent (``channels * 2^(spatial_dims * levels)`` at
-    ``image_size / 2^levels``) and the exported prior is a ``WaveletLatentPrior``.
+    ``image_size / 2^levels``) and the exported prior is a ``WaveletLatentPrior``. For cubes, ``latent.spectral``
+    first maps the bands to fewer orthonormal coordinates: ``{kind: pca, rank: r}`` (the ``r`` leading singular
+    vectors of the training cubes' spectra, fitted when training starts) or ``{kind: wavelet, wavelet: haar,
+    levels: 1, keep: k}`` (a DWT along the bands keeping its first ``k`` rows); the network then sees
+    ``r * 2^(2 * levels)`` channels.
 
     Optimisation: AdamW (``lr``, ``weight_decay``), ``batch_size``, ``steps`` optimiser steps, gradient-norm clip
     ``grad_clip`` (0 = off), EMA with warm-up ``decay = min(ema_decay, (1 + step) / (10 + step))``.
@@ -124,13 +135,19 @@ class TrainConfig:
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= minimum, name, f"an integer >= {minimum}")
 
-        need(isinstance(self.data, str) and bool(self.data), "data", "a non-empty path, glob or 'mni152-t1'")
+        need(isinstance(self.data, str) and bool(self.data), "data",
+             f"a non-empty path, glob, 'mni152-t1' or '{HSI_TRAINING}'")
         need(self.spatial_dims in (2, 3), "spatial_dims", "2 or 3")
-        need(self.channels in (1, 2), "channels", "1 or 2")
+        if self.is_cube_data:
+            need(isinstance(self.channels, int) and 2 <= self.channels <= 180 and self.spatial_dims == 2, "channels",
+                 "the band count (2-180) of the 2D hyperspectral training cubes")
+        else:
+            need(self.channels in (1, 2), "channels", "1 or 2")
         need(isinstance(self.zoom, (int, float)) and not isinstance(self.zoom, bool) and 0 < self.zoom <= 4, "zoom",
              "a number in (0, 4]")
-        need(self.spatial_dims == 3 or (self.zoom == 1 and self.patches_per_volume == 1), "spatial_dims",
-             f"3 when zoom ({self.zoom}) or patches_per_volume ({self.patches_per_volume}) is set")
+        need(self.spatial_dims == 3 or self.zoom == 1, "spatial_dims", f"3 when zoom ({self.zoom}) is set")
+        need(self.spatial_dims == 3 or self.is_cube_data or self.patches_per_volume == 1, "spatial_dims",
+             f"3 (or data 'hsi-training') when patches_per_volume ({self.patches_per_volume}) is set")
         for name in ("image_size", "batch_size", "steps", "num_nodes", "patches_per_volume"):
             pos_int(name)
         for name in ("num_workers", "log_every", "val_every", "sample_every", "checkpoint_every", "export_every"):
@@ -158,13 +175,22 @@ class TrainConfig:
                 raise ValueError(f"config: network.{key} is set from the data options (spatial_dims, channels); remove it")
         if self.latent is not None:
             need(isinstance(self.latent, dict), "latent", "None or a mapping such as {wavelet: haar, levels: 1}")
-            unknown = sorted(set(self.latent) - {"wavelet", "levels", "mode"})
+            unknown = sorted(set(self.latent) - {"wavelet", "levels", "mode", "spectral"})
             if unknown:
-                raise ValueError(f"config: latent has unknown key(s) {unknown}; expected 'wavelet', 'levels', 'mode'")
+                raise ValueError(
+                    f"config: latent has unknown key(s) {unknown}; expected 'wavelet', 'levels', 'mode', 'spectral'"
+                )
+            if "spectral" in self.latent and not self.is_cube_data:
+                raise ValueError(f"config: latent.spectral {self.latent['spectral']!r} needs hyperspectral cubes "
+                                 f"(data: {HSI_TRAINING}), got data {self.data!r}")
             try:
                 self.latent_transform()
             except (TypeError, ValueError) as err:
                 raise ValueError(f"config: latent {self.latent!r} is invalid: {err}") from err
+
+    @property
+    def is_cube_data(self) -> bool:
+        return self.data == HSI_TRAINING
 
     @property
     def export_stem(self) -> Path:
@@ -179,12 +205,11 @@ class TrainConfig:
         return (self.channels,) + (self.image_size,) * self.spatial_dims
 
     def latent_transform(self) -> Any:
-        """The ``WaveletTransform`` of ``latent`` on ``x_shape()``, or ``None`` for pixel-space training."""
+        """The latent transform of ``latent`` on ``x_shape()``, or ``None`` for pixel-space training. With a PCA
+        spectral part, only its shape is right here (the basis is fitted on the data when training starts)."""
         if self.latent is None:
             return None
-        from ..operators import WaveletTransform
-
-        return WaveletTransform(self.x_shape(), **self.latent)
+        return build_latent_transform(self.x_shape(), self.latent, shape_only=True)
 
     def latent_shape(self) -> tuple[int, ...]:
         """The shape the network sees: ``x_shape()``, or the wavelet latent's shape."""
@@ -195,6 +220,37 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["slice_axes"] = list(self.slice_axes)
         return out
+
+
+def build_latent_transform(x_shape: Sequence[int], latent: Mapping[str, Any], *, shape_only: bool = False) -> Any:
+    """``WaveletTransform(x_shape, wavelet, levels, mode)``, after a ``SpectralTransform`` of the bands when
+    ``latent`` has ``spectral`` (``{kind: basis, basis: [[...]]}``, ``{kind: wavelet, ...}`` or ``{kind: pca,
+    rank: r}``; the last needs the data, so it is only accepted with ``shape_only``, as a placeholder basis)."""
+    from ..operators import SpectralTransform, WaveletTransform
+
+    wavelet_args = {k: v for k, v in latent.items() if k != "spectral"}
+    spectral = latent.get("spectral")
+    if spectral is None:
+        return WaveletTransform(tuple(x_shape), **wavelet_args)
+    bands, spatial = int(x_shape[0]), tuple(x_shape[1:])
+    kind = spectral.get("kind") if isinstance(spectral, Mapping) else None
+    expected = {"basis": {"kind", "basis"}, "wavelet": {"kind", "wavelet", "levels", "keep"}, "pca": {"kind", "rank"}}
+    if kind not in expected or not set(spectral) <= expected[kind]:
+        raise ValueError(f"latent.spectral must be {{kind: pca, rank: r}}, {{kind: wavelet, wavelet, levels, keep}} "
+                         f"or {{kind: basis, basis}}, got {spectral!r}")
+    if kind == "basis":
+        transform = SpectralTransform(torch.tensor(spectral["basis"], dtype=torch.float64), spatial)
+    elif kind == "wavelet":
+        transform = SpectralTransform.wavelet(bands, spatial, spectral.get("wavelet", "haar"),
+                                              spectral.get("levels", 1), keep=spectral.get("keep"))
+    else:
+        rank = spectral.get("rank")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= bands:
+            raise ValueError(f"latent.spectral.rank must be an integer in [1, bands={bands}], got {rank!r}")
+        if not shape_only:
+            raise ValueError("latent.spectral {kind: pca} has no basis yet; fit it on the training cubes first")
+        transform = SpectralTransform(torch.eye(bands, rank, dtype=torch.float64), spatial)
+    return WaveletTransform((transform.y_shape[0], *spatial), **wavelet_args) @ transform
 
 
 def _parse_value(text: str) -> Any:

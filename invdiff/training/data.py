@@ -43,6 +43,9 @@ from .brain_data import (
 )
 from .config import TrainConfig
 
+# Side of the built-in hyperspectral training scenes; crops of ``image_size`` are drawn from them.
+HSI_SCENE_SIZE = 128
+
 __all__ = ["DiffusionDataModule", "discover", "load_image", "normalisation_for", "prepare_items"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -200,8 +203,21 @@ def _scale_volume(vol: np.ndarray, config: TrainConfig) -> np.ndarray:
     return t.numpy().astype(np.float32)
 
 
+def cube_training_items(config: TrainConfig) -> list[np.ndarray]:
+    """The built-in hyperspectral training cubes ``(bands, 128, 128)`` in [0, 1] (``invdiff.hsi_data``)."""
+    from ..hsi_data import TRAINING_SCENES, make_scene
+
+    if config.image_size > HSI_SCENE_SIZE:
+        raise ValueError(f"config: image_size must be <= {HSI_SCENE_SIZE} for data {config.data!r} (crops of its "
+                         f"{HSI_SCENE_SIZE}x{HSI_SCENE_SIZE} scenes), got {config.image_size}")
+    return [make_scene(name, HSI_SCENE_SIZE, config.channels).numpy() for name in TRAINING_SCENES]
+
+
 def normalisation_for(config: TrainConfig) -> Normalisation:
     """The map from the preprocessed data to the prior space."""
+    if config.is_cube_data:
+        return Normalisation(2.0, -1.0, "hyperspectral cubes with values in [0, 1] (reflectance over the scene's "
+                             "maximum), each band mapped by 2u - 1")
     if config.channels == 1:
         return Normalisation(2.0, -1.0, f"each image divided by the {config.percentile}th percentile of its "
                              "foreground (pixels > 5% of the max) and clipped to [0, 1]; then 2u - 1")
@@ -227,7 +243,7 @@ class DiffusionDataModule(L.LightningDataModule):
         if self.train_items:
             return
         cfg = self.config
-        items = prepare_items(discover(cfg.data), cfg)
+        items = cube_training_items(cfg) if cfg.is_cube_data else prepare_items(discover(cfg.data), cfg)
         order = torch.randperm(len(items), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         n_val = int(round(cfg.val_fraction * len(items))) if len(items) > 1 else 0
         self.val_items = [items[i] for i in order[:n_val]]
@@ -239,8 +255,8 @@ class DiffusionDataModule(L.LightningDataModule):
 
         cfg = self.config
         ops: list = []
-        if cfg.spatial_dims == 3:
-            size = (cfg.image_size,) * 3
+        if cfg.spatial_dims == 3 or cfg.is_cube_data:  # patches of volumes, crops of cubes
+            size = (cfg.image_size,) * cfg.spatial_dims
             ops += [SpatialPad(size), RandSpatialCrop(size, random_size=False) if train else _CentreCrop(size)]
         if train:
             if cfg.flips:
@@ -250,7 +266,7 @@ class DiffusionDataModule(L.LightningDataModule):
                 ops.append(RandAffine(prob=0.5, rotate_range=rot, scale_range=0.1, padding_mode="zeros"))
             if cfg.elastic and cfg.spatial_dims == 2:
                 ops.append(Rand2DElastic(spacing=(16, 16), magnitude_range=(0, 1), prob=0.3, padding_mode="zeros"))
-        ops.append(_ToPrior(self.normalisation, clip=cfg.channels == 1))
+        ops.append(_ToPrior(self.normalisation, clip=cfg.channels == 1 or cfg.is_cube_data))
         compose = Compose(ops)
         compose.set_random_state(seed=self.config.seed + (0 if train else 1))
         return compose
@@ -287,7 +303,8 @@ class _CentreCrop:
 
 
 class _ToPrior:
-    """Plain float32 tensor (no MONAI metadata), clipped to [0, 1] for one channel, mapped to the prior space."""
+    """Plain float32 tensor (no MONAI metadata), clipped to [0, 1] for one channel and cubes, mapped to the prior
+    space."""
 
     def __init__(self, normalisation: Normalisation, clip: bool) -> None:
         self.normalisation, self.clip = normalisation, clip

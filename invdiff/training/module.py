@@ -31,11 +31,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..operators import WaveletTransform
 from ..priors.ancestral import ancestral_sample
 from ..priors.network import NetworkPrior, Normalisation, build_unet, resolve_unet_config
 from ..priors.wavelet import WaveletLatentPrior
 from ..schedule import VPSchedule
+from .config import build_latent_transform
 
 __all__ = ["DiffusionPriorModule", "ExportPrior", "PrintProgress", "SampleGrid", "sample_images", "save_grid"]
 
@@ -53,7 +53,8 @@ class DiffusionPriorModule(L.LightningModule):
         ema_decay: the EMA decay after warm-up.
         seed: initialisation and noise seed.
         latent: ``None`` (train on images) or ``WaveletTransform`` keyword arguments (``{"wavelet": "haar",
-            "levels": 1}``, optional ``"mode"``): train on its coefficients; ``network`` must then take the
+            "levels": 1}``, optional ``"mode"``; for cubes optionally ``"spectral"`` with a fitted basis, see
+            ``config.build_latent_transform``): train on its coefficients; ``network`` must then take the
             latent's channels.
     """
 
@@ -79,7 +80,7 @@ class DiffusionPriorModule(L.LightningModule):
              "latent": dict(latent) if latent is not None else None}
         )
         # a submodule, so it follows the module's device; its matrices are not saved (they follow from the config)
-        self.transform = WaveletTransform(tuple(x_shape), **latent) if latent is not None else None
+        self.transform = build_latent_transform(tuple(x_shape), latent) if latent is not None else None
         self.latent_shape = tuple(self.transform.y_shape) if self.transform is not None else tuple(x_shape)
         if network["in_channels"] != self.latent_shape[0] or network["out_channels"] != self.latent_shape[0]:
             raise ValueError(
@@ -221,7 +222,8 @@ class DiffusionPriorModule(L.LightningModule):
 
 
 def save_grid(x: Tensor, normalisation: Normalisation, path: str | Path, ncol: int | None = None) -> Path:
-    """Write a batch as one PNG grid: data units clipped to [0, 1]; 3D: the central slice; 2 channels: magnitude.
+    """Write a batch as one PNG grid: data units clipped to [0, 1]; 3D: the central slice; 2 channels: magnitude;
+    cubes (more channels): false colour from the bands at 85 / 50 / 15 % of the band axis.
 
     Args:
         x: (B, C, H, W) or (B, C, D, H, W) in the prior space.
@@ -231,13 +233,17 @@ def save_grid(x: Tensor, normalisation: Normalisation, path: str | Path, ncol: i
     u = normalisation.inverse(x.detach().float().cpu())
     if u.ndim == 5:
         u = u[:, :, u.shape[2] // 2]
-    img = u.pow(2).sum(1).sqrt() if u.shape[1] == 2 else u[:, 0]
+    if u.shape[1] > 2:
+        bands = u.shape[1]
+        img = u[:, [round(f * (bands - 1)) for f in (0.85, 0.5, 0.15)]].permute(0, 2, 3, 1)
+    else:
+        img = u.pow(2).sum(1).sqrt() if u.shape[1] == 2 else u[:, 0]
     img = img.clamp(0, 1).numpy()
-    b, h, w = img.shape
+    b, h, w = img.shape[:3]
     ncol = ncol or int(np.ceil(np.sqrt(b)))
     nrow = int(np.ceil(b / ncol))
     pad = 2
-    grid = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
+    grid = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad, *img.shape[3:]), dtype=np.float32)
     for i in range(b):
         r, c = divmod(i, ncol)
         grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img[i]

@@ -80,6 +80,23 @@ def _resume_path(config: TrainConfig) -> str | None:
     return config.resume
 
 
+def _fit_spectral_basis(config: TrainConfig, datamodule: Any) -> dict[str, Any] | None:
+    """``config.latent`` with a PCA spectral part replaced by its basis, fitted (deterministically) on the
+    training cubes in the prior space, so the module, its checkpoints and the exported prior all carry it."""
+    latent = None if config.latent is None else dict(config.latent)
+    spectral = (latent or {}).get("spectral")
+    if not isinstance(spectral, dict) or spectral.get("kind") != "pca":
+        return latent
+    from ..operators import SpectralTransform
+
+    datamodule.setup("fit")
+    unique = {id(cube): cube for cube in datamodule.train_items}.values()  # repeats are references to one cube
+    cubes = datamodule.normalisation.forward(torch.stack([torch.as_tensor(c) for c in unique]).clamp(0, 1))
+    basis = SpectralTransform.pca(cubes, spectral["rank"]).basis
+    latent["spectral"] = {"kind": "basis", "basis": basis.tolist()}
+    return latent
+
+
 def train(config: TrainConfig) -> Path:
     """Train (or resume) a diffusion prior and export its EMA weights.
 
@@ -107,6 +124,7 @@ def train(config: TrainConfig) -> Path:
     resume = _resume_path(config)
 
     datamodule = DiffusionDataModule(config)
+    latent = _fit_spectral_basis(config, datamodule)
     module = DiffusionPriorModule(
         network=config.network_config(),
         schedule=config.schedule,
@@ -117,7 +135,7 @@ def train(config: TrainConfig) -> Path:
         weight_decay=config.weight_decay,
         ema_decay=config.ema_decay,
         seed=config.seed,
-        latent=config.latent,
+        latent=latent,
     )
     cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
     precision = config.precision if config.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
