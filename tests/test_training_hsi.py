@@ -119,3 +119,13 @@ def test_reconstruction_with_the_trained_cube_prior(trained) -> None:
                                              generator=g)
     assert rec.x.shape == (1, 16, 16, 16) and bool(torch.isfinite(rec.x).all())
     assert np.isfinite(norm.inverse(rec.x).numpy()).all()
+
+
+def test_cube_prior_on_larger_cubes_keeps_its_basis_and_network(trained) -> None:
+    _, prior = trained
+    bigger = prior.with_shape((16, 32, 32))
+    assert bigger.x_shape == (16, 16, 16) and bigger.image_shape == (16, 32, 32)
+    torch.testing.assert_close(bigger.transform.inner.basis, prior.transform.inner.basis, atol=0, rtol=0)
+    assert bigger.prior.network is prior.prior.network
+    with pytest.raises(ValueError, match="must keep the channels"):
+        prior.with_shape((8, 32, 32))

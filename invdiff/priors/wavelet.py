@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..operators import LinearOperator, WaveletTransform, is_orthonormal_transform
+from ..operators import LinearOperator, SpectralTransform, WaveletTransform, is_orthonormal_transform
 from .base import Prior
 from .network import NetworkPrior, Normalisation
 
@@ -160,17 +160,17 @@ class WaveletLatentPrior:
         return inner * 2 ** _spatial_levels(self.transform)
 
     def with_shape(self, image_shape: Sequence[int]) -> WaveletLatentPrior:
-        """The same network (shared) on images of another size: a new ``WaveletTransform`` for the new size.
+        """The same network (shared) on images of another spatial size: the transform rebuilt for that size.
 
-        Only for a plain ``WaveletTransform`` and an inner prior with ``with_shape`` (a ``NetworkPrior``).
+        For a plain ``WaveletTransform``, or a ``WaveletTransform @ SpectralTransform`` (cubes; the spectral basis
+        is kept), with an inner prior that has ``with_shape`` (a ``NetworkPrior``).
         """
-        if not isinstance(self.transform, WaveletTransform) or not hasattr(self.prior, "with_shape"):
-            raise ValueError("with_shape needs a WaveletTransform and a NetworkPrior inside the WaveletLatentPrior")
+        if not hasattr(self.prior, "with_shape"):
+            raise ValueError("with_shape needs a NetworkPrior inside the WaveletLatentPrior")
         shape = tuple(int(s) for s in image_shape)
         if len(shape) != len(self.image_shape) or shape[0] != self.image_shape[0]:
             raise ValueError(f"image_shape must keep the channels and rank of {self.image_shape}, got {shape}")
-        old = self.transform
-        transform = WaveletTransform(shape, old.wavelet, old.levels, old.mode).to(self.device)
+        transform = _resized_transform(self.transform, shape).to(self.device)
         new = copy.copy(self)
         new.prior = self.prior.with_shape(transform.y_shape)  # type: ignore[attr-defined]
         new.transform = transform
@@ -184,6 +184,20 @@ class WaveletLatentPrior:
 
     def __repr__(self) -> str:
         return f"WaveletLatentPrior(image_shape={self.image_shape}, transform={self.transform!r}, prior={self.prior!r})"
+
+
+def _resized_transform(transform: LinearOperator, shape: tuple[int, ...]) -> LinearOperator:
+    """``transform`` rebuilt for images of ``shape`` (same wavelet, levels, mode; same spectral basis)."""
+    if isinstance(transform, WaveletTransform):
+        return WaveletTransform(shape, transform.wavelet, transform.levels, transform.mode)
+    outer, inner = getattr(transform, "outer", None), getattr(transform, "inner", None)
+    if isinstance(outer, WaveletTransform) and isinstance(inner, SpectralTransform):
+        spectral = SpectralTransform(inner.basis, shape[1:])
+        return _resized_transform(outer, (spectral.y_shape[0], *shape[1:])) @ spectral
+    raise ValueError(
+        "with_shape needs a WaveletTransform or a WaveletTransform @ SpectralTransform inside the WaveletLatentPrior, "
+        f"got {type(transform).__name__}"
+    )
 
 
 def _spatial_levels(transform: LinearOperator) -> int:
