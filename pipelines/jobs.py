@@ -200,9 +200,12 @@ def reconstruct_volume(
     op = build_operator(operator, dict(operator_options or {}), tuple(images.shape[1:]), seed=seed)
     problem = prepare_problem(network_prior, op, noise_sigma)
     y = simulate_slices(op, images, noise_sigma, seed=seed)
+    # A volume is one item: when it is done, so are all its slices.
+    slice_progress = progress if progress is None or not volumetric else (
+        lambda done, total: progress(array.shape[0], array.shape[0]))
     result = reconstruct_slices(
         problem, y, sampler=sampler, sampler_options=dict(sampler_options or {}), seed=seed, batch_size=batch_size,
-        device=torch_device, devices=None if volumetric else devices, progress=progress,
+        device=torch_device, devices=None if volumetric else devices, progress=slice_progress,
     )
 
     def as_volume(a: np.ndarray) -> np.ndarray:  # (S, H, W) from either layout
