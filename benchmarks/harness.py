@@ -301,7 +301,7 @@ IMAGE_METHODS: dict[str, Callable[..., Outcome]] = {
 # the networks are least accurate; with the latent prior "trunc_linear" was 10 dB better on MRI
 # (benchmarks/wavelet_latent.py).
 RED_DIFF_GRID = [{"weighting": "linear", "lam": lam} for lam in (30.0, 100.0, 300.0)] + [
-    {"weighting": w, "lam": lam} for w in ("trunc_linear", "sqrt") for lam in (30.0, 300.0)]
+    {"weighting": w, "lam": lam} for w in ("trunc_linear", "sqrt") for lam in (10.0, 30.0, 300.0)]
 GRIDS: dict[str, list[dict]] = {
     "RED-Diff": RED_DIFF_GRID,
     "wavelet-latent RED-Diff": RED_DIFF_GRID,
